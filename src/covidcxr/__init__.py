@@ -1,0 +1,33 @@
+"""covidcxr: COVID-19 and viral pneumonia on chest X-rays — for research, not diagnosis.
+
+The top-level names are imported lazily so that ``import covidcxr`` (and the CLI) start fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "read_image": "covidcxr.io",
+    "read_mask": "covidcxr.io",
+    "load_image": "covidcxr.io",
+    "ImageReadError": "covidcxr.io",
+    "discover": "covidcxr.data.layouts",
+    "DatasetIndex": "covidcxr.data.layouts",
+    "Sample": "covidcxr.data.sample",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'covidcxr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

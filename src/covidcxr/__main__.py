@@ -1,0 +1,5 @@
+"""``python -m covidcxr`` runs the command line."""
+
+from covidcxr.cli import app
+
+app()

@@ -1,0 +1,40 @@
+"""Datasets: layouts, synthetic phantoms, near-duplicates, splits, the preprocessing cache.
+
+Names are imported lazily (``from covidcxr.data import discover``) to keep start-up fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Sample": "covidcxr.data.sample",
+    "ALL_CLASS_NAMES": "covidcxr.data.classes",
+    "class_names": "covidcxr.data.classes",
+    "canonical_class_name": "covidcxr.data.classes",
+    "DatasetIndex": "covidcxr.data.layouts",
+    "discover": "covidcxr.data.layouts",
+    "inspect_dataset": "covidcxr.data.inspect",
+    "InspectReport": "covidcxr.data.inspect",
+    "write_phantoms": "covidcxr.data.phantoms",
+    "render_phantom": "covidcxr.data.phantoms",
+    "perceptual_hash": "covidcxr.data.duplicates",
+    "group_near_duplicates": "covidcxr.data.duplicates",
+    "assign_splits": "covidcxr.data.splits",
+    "split_dataset": "covidcxr.data.splits",
+    "read_split_csv": "covidcxr.data.splits",
+    "ImageCache": "covidcxr.data.cache",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'covidcxr.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

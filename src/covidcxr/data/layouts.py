@@ -1,0 +1,374 @@
+"""Find the images of a dataset, whatever layout it was downloaded in.
+
+:func:`discover` accepts
+
+* the COVID-19 Radiography Database's newest layout: ``<Class>/images/*.png``,
+  ``<Class>/masks/*.png`` and ``<Class>.metadata.xlsx`` (``radiography-database``);
+* its older flat layout: ``COVID-19/COVID-19 (1).png``, ``NORMAL/NORMAL (1).png``,
+  ``Viral Pneumonia/...`` with the file-name case varying between releases
+  (``radiography-database-flat``);
+* any class-per-folder tree of PNG, JPEG or DICOM files, nested as deep as you like, with an
+  optional ``masks/`` folder per class (``class-folders``);
+* a CSV manifest with columns ``path,label[,group,source,mask]`` (``csv-manifest``), paths relative
+  to the CSV's folder;
+* a folder above any of these (e.g. the one that holds ``COVID-19_Radiography_Dataset/``).
+
+Folder and label names are matched through the aliases in :mod:`covidcxr.data.classes`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from covidcxr.data.classes import ALL_CLASS_NAMES, canonical_class_name, class_names
+from covidcxr.data.sample import Sample
+from covidcxr.io import SUPPORTED_SUFFIXES, is_dicom
+
+LAYOUT_RADIOGRAPHY = "radiography-database"
+LAYOUT_RADIOGRAPHY_FLAT = "radiography-database-flat"
+LAYOUT_CLASS_FOLDERS = "class-folders"
+LAYOUT_MANIFEST = "csv-manifest"
+
+#: Hosts that serve many unrelated collections: their first path segment(s) name the source, so
+#: that e.g. RSNA's adult and Kermany's paediatric images (both on kaggle.com) stay distinct.
+SHARED_HOSTS = frozenset({"github.com", "gitlab.com", "kaggle.com", "github.example"})
+
+_MASK_FOLDER_NAMES = frozenset({"masks", "mask", "lung masks", "lung_masks"})
+_IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+_FLAT_FILE_NAME = re.compile(r"^.+ \(\d+\)$")
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """Every labelled image found under ``root`` and what could not be used.
+
+    ``excluded`` counts images of known classes outside this class setting (Lung Opacity with
+    three classes). ``problems`` lists ``(path, reason)`` for entries that could not be used
+    (a manifest row naming a missing file, an unreadable metadata sheet...). ``ignored`` lists
+    files and folders that are not images of a known class.
+    """
+
+    root: Path
+    layout: str
+    class_names: tuple[str, ...]
+    samples: tuple[Sample, ...]
+    excluded: dict[str, int] = field(default_factory=dict)
+    problems: tuple[tuple[Path, str], ...] = ()
+    ignored: tuple[Path, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per class, in label order (zero for classes with none)."""
+        found = Counter(sample.class_name for sample in self.samples)
+        return {name: found.get(name, 0) for name in self.class_names}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def discover(path: str | Path, num_classes: int = 3) -> DatasetIndex:
+    """Index the dataset at ``path`` (a folder in any supported layout, or a CSV manifest).
+
+    ``num_classes`` is 3 (Normal, COVID, Viral Pneumonia; the paper's setting) or 4 (adds Lung
+    Opacity). Raises ``FileNotFoundError`` when ``path`` does not exist and ``ValueError`` when no
+    supported layout is found there.
+    """
+    names = class_names(num_classes)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise ValueError(
+                f"{path}: expected a dataset folder or a CSV manifest (path,label[,group,source]),"
+                f" got a {path.suffix or 'suffix-less'} file"
+            )
+        return _read_manifest(path.resolve(), names)
+    root = _locate_root(path.resolve())
+    if root.is_file():
+        return _read_manifest(root, names)
+    return _read_class_folders(root, names)
+
+
+# --------------------------------------------------------------------------------------------
+# Locating the dataset inside what the user pointed at
+
+
+def _class_folders(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            name = canonical_class_name(child.name)
+            if name is not None:
+                found.setdefault(name, []).append(child)
+    return found
+
+
+def _locate_root(folder: Path, depth: int = 0) -> Path:
+    if _class_folders(folder):
+        return folder
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    children = [c for c in sorted(folder.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+    preferred = [c for c in children if "radiography" in c.name.lower()]
+    candidates = preferred or (children if len(children) == 1 else [])
+    if depth < 2:
+        for child in candidates:
+            try:
+                return _locate_root(child, depth + 1)
+            except ValueError:
+                continue
+    shown = ", ".join(c.name for c in children[:8]) or "none"
+    raise ValueError(
+        f"{folder}: no dataset found. Expected class folders (e.g. COVID/, Normal/, "
+        f"Viral Pneumonia/ — each with images/ and masks/ as in the COVID-19 Radiography "
+        f"Database, or holding images directly), a manifest.csv, or a folder holding "
+        f"COVID-19_Radiography_Dataset/. Sub-folders found: {shown}."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Folder layouts
+
+
+def _is_image_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in SUPPORTED_SUFFIXES:
+        return True
+    return suffix == "" and is_dicom(path)
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _read_class_folders(root: Path, names: tuple[str, ...]) -> DatasetIndex:
+    folders = _class_folders(root)
+    newest = any((f / "images").is_dir() for group in folders.values() for f in group)
+    samples: list[Sample] = []
+    excluded: Counter[str] = Counter()
+    problems: list[tuple[Path, str]] = []
+    ignored: list[Path] = [
+        child
+        for child in sorted(root.iterdir())
+        if child.is_dir() and not child.name.startswith(".") and child not in _flatten(folders)
+    ]
+    flat_names = 0
+    for class_name, class_dirs in folders.items():
+        for class_dir in class_dirs:
+            images, masks, other = _split_images_and_masks(class_dir, newest)
+            ignored.extend(other)
+            if class_name not in names:
+                excluded[class_name] += len(images)
+                continue
+            sources, sheet_problem = _read_metadata_sheet(root, class_dir.name)
+            if sheet_problem:
+                problems.append(sheet_problem)
+            mask_by_key = {_name_key(m.stem): m for m in masks}
+            for image in images:
+                key = _name_key(image.stem)
+                flat_names += bool(_FLAT_FILE_NAME.match(image.stem))
+                samples.append(
+                    Sample(
+                        path=image,
+                        label=names.index(class_name),
+                        class_name=class_name,
+                        mask_path=mask_by_key.pop(key, None),
+                        source=sources.get(key),
+                    )
+                )
+            problems.extend((m, "mask without a matching image") for m in mask_by_key.values())
+
+    if newest:
+        layout = LAYOUT_RADIOGRAPHY
+    elif samples and flat_names * 2 >= len(samples):
+        layout = LAYOUT_RADIOGRAPHY_FLAT
+    else:
+        layout = LAYOUT_CLASS_FOLDERS
+    samples.sort(key=lambda s: (s.label, _natural_key(s.path.relative_to(root).as_posix())))
+    return DatasetIndex(
+        root=root,
+        layout=layout,
+        class_names=names,
+        samples=tuple(samples),
+        excluded=dict(excluded),
+        problems=tuple(problems),
+        ignored=tuple(ignored),
+    )
+
+
+def _flatten(folders: dict[str, list[Path]]) -> list[Path]:
+    return [folder for group in folders.values() for folder in group]
+
+
+def _split_images_and_masks(
+    class_dir: Path, newest: bool
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Images, masks and ignored (non-image) files under one class folder."""
+    images: list[Path] = []
+    masks: list[Path] = []
+    other: list[Path] = []
+    image_dir = class_dir / "images" if newest and (class_dir / "images").is_dir() else class_dir
+    for path in _walk_files(class_dir):
+        if path.name.lower() in _IGNORED_NAMES:
+            continue
+        relative_parts = [part.lower() for part in path.relative_to(class_dir).parts[:-1]]
+        in_mask_folder = any(part in _MASK_FOLDER_NAMES for part in relative_parts)
+        if not _is_image_file(path):
+            other.append(path)
+        elif in_mask_folder:
+            masks.append(path)
+        elif path.is_relative_to(image_dir):
+            images.append(path)
+        else:
+            other.append(path)
+    return images, masks, other
+
+
+def _read_metadata_sheet(
+    root: Path, folder_name: str
+) -> tuple[dict[str, str], tuple[Path, str] | None]:
+    """Map image-name keys to sources from ``<folder>.metadata.xlsx`` (any case), if present."""
+    wanted = f"{folder_name}.metadata.xlsx".lower()
+    sheets = [p for p in root.iterdir() if p.is_file() and p.name.lower() == wanted]
+    if not sheets:
+        return {}, None
+    sheet = sheets[0]
+    try:
+        from openpyxl import load_workbook
+
+        workbook = load_workbook(sheet, read_only=True, data_only=True)
+        try:
+            rows = workbook.worksheets[0].iter_rows(values_only=True)
+            header = [str(cell or "").strip().upper() for cell in next(rows, ())]
+            if "FILE NAME" not in header or "URL" not in header:
+                return {}, (sheet, f"metadata sheet lacks FILE NAME / URL columns (has {header})")
+            name_col, url_col = header.index("FILE NAME"), header.index("URL")
+            sources = {}
+            for row in rows:
+                if row is None or len(row) <= max(name_col, url_col) or not row[name_col]:
+                    continue
+                source = source_from_url(str(row[url_col] or ""))
+                if source:
+                    sources[_name_key(Path(str(row[name_col])).stem)] = source
+            return sources, None
+        finally:
+            workbook.close()
+    except Exception as error:  # a damaged sheet must not stop discovery; it is reported
+        return {}, (sheet, f"metadata sheet could not be read ({type(error).__name__}: {error})")
+
+
+def source_from_url(url: str) -> str | None:
+    """The source an image came from, from its metadata URL: the host without ``www.``, plus the
+    owner (and collection for ``kaggle.com/c/...`` or ``/datasets/...``) on shared hosts.
+
+    >>> source_from_url("https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/data")
+    'kaggle.com/c/rsna-pneumonia-detection-challenge'
+    >>> source_from_url("https://sirm.org/category/senza-categoria/covid-19/")
+    'sirm.org'
+    """
+    url = url.strip()
+    if not url:
+        return None
+    parsed = urlparse(url if "//" in url else f"//{url}")
+    host = (parsed.hostname or "").lower().removeprefix("www.")
+    if not host:
+        return None
+    if host in SHARED_HOSTS:
+        parts = [part for part in parsed.path.split("/") if part]
+        keep = 2 if parts and parts[0] in ("c", "datasets") else 1
+        if parts[:keep]:
+            return "/".join([host, *parts[:keep]])
+    return host
+
+
+def _name_key(stem: str) -> str:
+    """Image names compared across folders and sheets: case and spaces ignored."""
+    return re.sub(r"\s+", "", stem).lower()
+
+
+def _natural_key(text: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
+
+
+# --------------------------------------------------------------------------------------------
+# CSV manifest
+
+
+def _read_manifest(manifest: Path, names: tuple[str, ...]) -> DatasetIndex:
+    base = manifest.parent
+    samples: list[Sample] = []
+    excluded: Counter[str] = Counter()
+    problems: list[tuple[Path, str]] = []
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+        missing = [c for c in ("path", "label") if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{manifest}: a manifest needs the columns path,label (optional group, source, "
+                f"mask); missing {', '.join(missing)} (found: {', '.join(columns) or 'nothing'})"
+            )
+
+        def cell(row: dict, column: str) -> str:
+            key = columns.get(column)
+            return (row.get(key) or "").strip() if key else ""
+
+        for line, row in enumerate(reader, start=2):
+            raw_path, raw_label = cell(row, "path"), cell(row, "label")
+            class_name = _manifest_class(raw_label)
+            if class_name is None:
+                problems.append(
+                    (
+                        manifest,
+                        f"line {line}: unknown label {raw_label!r} (expected one of "
+                        f"{', '.join(ALL_CLASS_NAMES)}, an alias, or 0-3)",
+                    )
+                )
+                continue
+            if not raw_path:
+                problems.append((manifest, f"line {line}: empty path"))
+                continue
+            image = _resolve(base, raw_path)
+            if class_name not in names:
+                excluded[class_name] += 1
+                continue
+            if not image.is_file():
+                problems.append((image, f"listed on line {line} of {manifest.name} but missing"))
+                continue
+            mask_text = cell(row, "mask") or cell(row, "mask_path")
+            samples.append(
+                Sample(
+                    path=image,
+                    label=names.index(class_name),
+                    class_name=class_name,
+                    mask_path=_resolve(base, mask_text) if mask_text else None,
+                    source=cell(row, "source") or None,
+                    group=cell(row, "group") or None,
+                )
+            )
+    return DatasetIndex(
+        root=base,
+        layout=LAYOUT_MANIFEST,
+        class_names=names,
+        samples=tuple(samples),
+        excluded=dict(excluded),
+        problems=tuple(problems),
+    )
+
+
+def _manifest_class(label: str) -> str | None:
+    if label.isdigit():
+        index = int(label)
+        return ALL_CLASS_NAMES[index] if index < len(ALL_CLASS_NAMES) else None
+    return canonical_class_name(label)
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,167 @@
+"""One parallel pass over a dataset's images: header facts, intensity histograms, perceptual
+hashes, and thumbnails for figures. Every image is decoded once; bad files are collected, never
+fatal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from covidcxr.data.sample import Sample
+from covidcxr.io import ImageInfo, ImageReadError, load_image
+
+HISTOGRAM_BINS = 32
+THUMBNAIL_SIZE = 128
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class ImageScan:
+    """Per-sample results of :func:`scan_images`, aligned with the samples passed in.
+
+    ``ok[i]`` is False where the image could not be read; its ``infos[i]`` is None and its hash
+    and histogram rows are zero. ``histograms`` (N, HISTOGRAM_BINS) hold the fraction of pixels
+    per intensity bin over [0, 1]; ``hashes`` (N, words) are uint64 perceptual hashes.
+    ``failures`` lists ``(path, reason)`` for unreadable images and masks.
+    """
+
+    infos: list[ImageInfo | None]
+    mask_infos: list[ImageInfo | None]
+    ok: np.ndarray
+    histograms: np.ndarray
+    hashes: np.ndarray
+    thumbnails: dict[int, np.ndarray] = field(default_factory=dict)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def default_workers() -> int:
+    """Processes used for decoding: all cores this process may use, at most 8."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(8, available))
+
+
+def parallel_map(
+    function: Callable[[Item], Result],
+    items: Sequence[Item],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunksize: int = 16,
+) -> Iterator[Result]:
+    """``map(function, items)`` over ``workers`` processes (0 or 1: in this process), in order,
+    calling ``progress(done, total)`` as results arrive. ``function`` must be picklable."""
+    workers = default_workers() if workers is None else workers
+    total = len(items)
+    results: Iterable[Result]
+    if workers <= 1 or total < 2 * chunksize:
+        results = map(function, items)
+        executor = None
+    else:
+        executor = ProcessPoolExecutor(max_workers=workers)
+        results = executor.map(function, items, chunksize=chunksize)
+    try:
+        for done, result in enumerate(results, start=1):
+            if progress is not None:
+                progress(done, total)
+            yield result
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+
+def scan_images(
+    samples: Sequence[Sample],
+    *,
+    hashes: bool = True,
+    thumbnails: Iterable[int] = (),
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageScan:
+    """Decode every sample's image (and mask) once and measure it.
+
+    ``thumbnails`` are the indices of samples to keep a THUMBNAIL_SIZE² uint8 thumbnail of.
+    """
+    wanted = set(thumbnails)
+    jobs = [(s.path, s.mask_path, i in wanted, hashes) for i, s in enumerate(samples)]
+    count = len(samples)
+    scan = ImageScan(
+        infos=[None] * count,
+        mask_infos=[None] * count,
+        ok=np.zeros(count, dtype=bool),
+        histograms=np.zeros((count, HISTOGRAM_BINS), dtype=np.float32),
+        hashes=np.zeros((count, 0), dtype=np.uint64),
+    )
+    hash_rows: list[np.ndarray | None] = [None] * count
+    for index, result in enumerate(parallel_map(_scan_one, jobs, workers, progress)):
+        if result["error"] is not None:
+            scan.failures.append((samples[index].path, result["error"]))
+        else:
+            scan.ok[index] = True
+            scan.infos[index] = result["info"]
+            scan.histograms[index] = result["histogram"]
+            hash_rows[index] = result["hash"]
+            if result["thumbnail"] is not None:
+                scan.thumbnails[index] = result["thumbnail"]
+        if result["mask_error"] is not None:
+            scan.failures.append((samples[index].mask_path, result["mask_error"]))
+        scan.mask_infos[index] = result["mask_info"]
+    present = [row for row in hash_rows if row is not None]
+    if hashes and present:
+        words = present[0].shape[0]
+        scan.hashes = np.zeros((count, words), dtype=np.uint64)
+        for index, row in enumerate(hash_rows):
+            if row is not None:
+                scan.hashes[index] = row
+    return scan
+
+
+def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
+    path, mask_path, want_thumbnail, want_hash = job
+    result: dict[str, Any] = {
+        "error": None,
+        "info": None,
+        "histogram": None,
+        "hash": None,
+        "thumbnail": None,
+        "mask_info": None,
+        "mask_error": None,
+    }
+    try:
+        loaded = load_image(path)
+    except (ImageReadError, OSError) as error:
+        result["error"] = _reason(error)
+    else:
+        image = loaded.image
+        result["info"] = loaded.info
+        counts, _ = np.histogram(image, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+        result["histogram"] = (counts / max(1, image.size)).astype(np.float32)
+        if want_hash:
+            from covidcxr.data.duplicates import perceptual_hash
+
+            result["hash"] = perceptual_hash(image)
+        if want_thumbnail:
+            from covidcxr.data.transforms import resize_image
+
+            result["thumbnail"] = resize_image(image, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    if mask_path is not None:
+        try:
+            result["mask_info"] = load_image(mask_path).info
+        except (ImageReadError, OSError) as error:
+            result["mask_error"] = _reason(error)
+    return result
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ImageReadError):
+        return error.reason + (f". {error.hint}" if error.hint else "")
+    return f"{type(error).__name__}: {error}"

@@ -14,6 +14,7 @@ from covidcxr.data.duplicates import (
     DEFAULT_MAX_DISTANCE,
     HASH_BITS,
     HASH_WORDS,
+    detail_signature,
     duplicate_groups,
     group_near_duplicates,
     perceptual_hash,
@@ -69,16 +70,24 @@ def write_variants(source: Path, folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def real_families(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    """Per real image, the hashes (1 + len(VARIANT_KINDS), words) of it and its variants, all
-    read back from files."""
+def real_family_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per real image, the hashes (1 + len(VARIANT_KINDS), words) and detail signatures of it
+    and its variants, all read back from files."""
     assert len(REAL_IMAGES) == 44, f"expected the 44 real-sample images in {REAL_SAMPLE}"
     folder = tmp_path_factory.mktemp("variants")
-    families = []
+    hash_families, signature_families = [], []
     for source in REAL_IMAGES:
-        paths = [source, *write_variants(source, folder)]
-        families.append(np.stack([perceptual_hash(read_image(path)) for path in paths]))
-    return families
+        images = [read_image(path) for path in [source, *write_variants(source, folder)]]
+        hash_families.append(np.stack([perceptual_hash(image) for image in images]))
+        signature_families.append(np.stack([detail_signature(image) for image in images]))
+    return hash_families, signature_families
+
+
+@pytest.fixture(scope="module")
+def real_families(real_family_data: tuple[list, list]) -> list[np.ndarray]:
+    return real_family_data[0]
 
 
 def hamming(first: np.ndarray, second: np.ndarray) -> int:
@@ -104,6 +113,48 @@ def test_every_real_image_is_grouped_with_its_variants_and_only_them(
         assert len(set(group_ids[family == index])) == 1, f"{source.name} split from a variant"
     assert group_ids.max() + 1 == len(REAL_IMAGES), "two distinct real images were grouped"
     assert len(duplicate_groups(group_ids)) == len(REAL_IMAGES)
+
+
+def test_detail_confirmation_keeps_every_real_family(
+    real_family_data: tuple[list[np.ndarray], list[np.ndarray]],
+) -> None:
+    hash_families, signature_families = real_family_data
+    hashes, signatures = np.concatenate(hash_families), np.concatenate(signature_families)
+    family = np.repeat(np.arange(len(hash_families)), [len(f) for f in hash_families])
+    group_ids = group_near_duplicates(hashes, signatures=signatures)
+    for index in range(len(hash_families)):
+        assert len(set(group_ids[family == index])) == 1
+    assert group_ids.max() + 1 == len(hash_families)
+
+
+def test_detail_confirmation_separates_lookalikes_with_their_own_detail() -> None:
+    """Two radiographs with the same overall layout (what phantoms, or two films of one patient
+    posed alike, look like to a hash) but their own fine detail are not duplicates."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    with Image.open(REAL_IMAGES[-1]) as picture:  # a real film, its detail blurred away
+        base = np.asarray(picture.convert("L").resize((256, 256)), np.float32) / 255
+    layout = gaussian_filter(base, 3)
+
+    def lookalike() -> np.ndarray:
+        texture = gaussian_filter(rng.normal(0, 1, (256, 256)), 0.7)
+        return np.clip(layout + 0.04 * texture / texture.std(), 0, 1).astype(np.float32)
+
+    first, second = lookalike(), lookalike()
+    copy = (
+        np.asarray(
+            Image.fromarray(np.rint(first * 255).astype(np.uint8)).resize((200, 200)), np.float32
+        )
+        / 255
+    )
+    images = [first, second, copy]
+    hashes = np.stack([perceptual_hash(image) for image in images])
+    signatures = np.stack([detail_signature(image) for image in images])
+    assert group_near_duplicates(hashes).tolist() == [0, 0, 0]  # the hash alone is fooled
+    assert group_near_duplicates(hashes, signatures=signatures).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="signatures should be a 2-D array with 3 rows"):
+        group_near_duplicates(hashes, signatures=signatures[:2])
 
 
 def test_calibration_margins_hold_on_real_images(real_families: list[np.ndarray]) -> None:

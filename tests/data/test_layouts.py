@@ -64,7 +64,7 @@ def test_real_sample_counts_masks_and_layout(real_dataset: Path) -> None:
 
 
 def test_parent_folder_is_accepted(real_dataset: Path) -> None:
-    assert discover(real_dataset.parent).root == real_dataset
+    assert discover(real_dataset.parent).root == real_dataset.resolve()
 
 
 def test_nested_download_folder(tmp_path: Path) -> None:

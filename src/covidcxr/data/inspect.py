@@ -122,7 +122,9 @@ def _summarise(index: DatasetIndex, scan: ImageScan, duplicates: bool) -> Inspec
         from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
 
         readable = np.flatnonzero(scan.ok)
-        group_ids = group_near_duplicates(scan.hashes[readable])
+        group_ids = group_near_duplicates(
+            scan.hashes[readable], signatures=scan.signatures[readable]
+        )
         for members in duplicate_groups(group_ids):
             originals = [samples[readable[m]] for m in members]
             groups.append([_relative(s.path, root) for s in originals])

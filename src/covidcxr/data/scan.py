@@ -29,7 +29,8 @@ class ImageScan:
 
     ``ok[i]`` is False where the image could not be read; its ``infos[i]`` is None and its hash
     and histogram rows are zero. ``histograms`` (N, HISTOGRAM_BINS) hold the fraction of pixels
-    per intensity bin over [0, 1]; ``hashes`` (N, words) are uint64 perceptual hashes.
+    per intensity bin over [0, 1]; ``hashes`` (N, words) are uint64 perceptual hashes and
+    ``signatures`` (N, 4096) their int8 detail signatures (see :mod:`covidcxr.data.duplicates`).
     ``failures`` lists ``(path, reason)`` for unreadable images and masks.
     """
 
@@ -38,6 +39,7 @@ class ImageScan:
     ok: np.ndarray
     histograms: np.ndarray
     hashes: np.ndarray
+    signatures: np.ndarray
     thumbnails: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -100,8 +102,9 @@ def scan_images(
         ok=np.zeros(count, dtype=bool),
         histograms=np.zeros((count, HISTOGRAM_BINS), dtype=np.float32),
         hashes=np.zeros((count, 0), dtype=np.uint64),
+        signatures=np.zeros((count, 0), dtype=np.int8),
     )
-    hash_rows: list[np.ndarray | None] = [None] * count
+    hash_rows: list[tuple[np.ndarray, np.ndarray] | None] = [None] * count
     for index, result in enumerate(parallel_map(_scan_one, jobs, workers, progress)):
         if result["error"] is not None:
             scan.failures.append((samples[index].path, result["error"]))
@@ -117,11 +120,11 @@ def scan_images(
         scan.mask_infos[index] = result["mask_info"]
     present = [row for row in hash_rows if row is not None]
     if hashes and present:
-        words = present[0].shape[0]
-        scan.hashes = np.zeros((count, words), dtype=np.uint64)
+        scan.hashes = np.zeros((count, present[0][0].size), dtype=np.uint64)
+        scan.signatures = np.zeros((count, present[0][1].size), dtype=np.int8)
         for index, row in enumerate(hash_rows):
             if row is not None:
-                scan.hashes[index] = row
+                scan.hashes[index], scan.signatures[index] = row
     return scan
 
 
@@ -146,9 +149,9 @@ def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
         counts, _ = np.histogram(image, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
         result["histogram"] = (counts / max(1, image.size)).astype(np.float32)
         if want_hash:
-            from covidcxr.data.duplicates import perceptual_hash
+            from covidcxr.data.duplicates import detail_signature, perceptual_hash
 
-            result["hash"] = perceptual_hash(image)
+            result["hash"] = (perceptual_hash(image), detail_signature(image))
         if want_thumbnail:
             from covidcxr.data.transforms import resize_image
 

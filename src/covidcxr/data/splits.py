@@ -381,7 +381,11 @@ def split_dataset(
     index = discover(path, num_classes)
     scan = scan_images(index.samples, workers=workers, progress=progress)
     readable = [s for s, ok in zip(index.samples, scan.ok, strict=True) if ok]
-    duplicate_ids = group_near_duplicates(scan.hashes[scan.ok]) if readable else np.zeros(0, int)
+    duplicate_ids = (
+        group_near_duplicates(scan.hashes[scan.ok], signatures=scan.signatures[scan.ok])
+        if readable
+        else np.zeros(0, dtype=np.int64)
+    )
     components = _merge_groups(duplicate_ids, [s.group for s in readable])
     width = len(str(max(1, len(readable))))
     grouped = [

@@ -1,8 +1,9 @@
 """How long near-duplicate detection takes on the full COVID-19 Radiography Database.
 
-Measures (1) decode + hash throughput on synthetic 299x299 8-bit PNG files (the database's
-format) with 1 and 2 processes, and (2) grouping time for 21,165 hashes, random plus planted
-duplicates; then extrapolates to the 21,165-image database. Prints figures, asserts nothing.
+Measures (1) decode + hash (perceptual hash and detail signature) throughput on synthetic
+299x299 8-bit PNG files (the database's format) with 1 and 2 processes, and (2) grouping time
+for 21,165 hashes, random plus planted duplicates; then extrapolates to the 21,165-image
+database. Prints figures, asserts nothing.
 
     .venv/bin/python benchmarks/bench_duplicates.py [--images 2000] [--processes 1 2]
 """
@@ -23,6 +24,7 @@ from PIL import Image
 from covidcxr.data.duplicates import (
     HASH_BITS,
     HASH_WORDS,
+    detail_signature,
     duplicate_groups,
     group_near_duplicates,
     perceptual_hash,
@@ -65,8 +67,10 @@ def write_images(folder: Path, count: int, processes: int) -> list[Path]:
         return list(pool.map(write_image, paths, chunksize=64))
 
 
-def hash_file(path: Path) -> np.ndarray:
-    return perceptual_hash(read_image(path))
+def hash_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What ``data inspect`` / ``data split`` compute per image for duplicate detection."""
+    image = read_image(path)
+    return perceptual_hash(image), detail_signature(image)
 
 
 def hashing_throughput(paths: list[Path], processes: int) -> tuple[float, float | None]:

@@ -215,6 +215,254 @@ def data_cache(
     typer.echo(f"Cache: {cache.db_path}")
 
 
+def _train_overrides(**flags: object) -> dict[str, object]:
+    """The flags the user actually gave (None means "not given")."""
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _devices(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (any layout) or CSV manifest.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (see `covidcxr models`). Default seed-cnn.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/MODEL).")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of settings; flags override it.")
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option("--augment/--no-augment", help="Random rotation, shift, zoom and flip."),
+    ] = None,
+    balance: Annotated[
+        str | None, typer.Option(help="Class imbalance: none, weights (loss) or sampler.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs (paper: 50; VGG16 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (paper: 64).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Early stopping: epochs without a lower val loss.")
+    ] = None,
+    fractions: Annotated[
+        str | None, typer.Option(help="Train,val,test fractions (paper: 0.7,0.1,0.2).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (split, init, batches).")] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="Use this split CSV (from `data split`) instead.")
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Trunk weights: imagenet, none, or a local file (offline machines)."),
+    ] = None,
+    classes: Annotated[int | None, typer.Option("--classes", help="3 or 4 classes.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu...")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices per node: 1, 2, auto...")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, ddp, ddp_spawn...")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Machines (multi-node DDP).")] = None,
+    precision: Annotated[str | None, typer.Option(help="32-true, bf16-mixed, 16-mixed.")] = None,
+    workers: Workers = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a classifier (the paper's models and stronger backbones) with early stopping,
+    checkpoints, curves, confusion matrix, metrics and a saved model."""
+    from covidcxr.config import config_from_mapping, load_yaml
+
+    try:
+        if resume:
+            if out is None:
+                raise ValueError("--resume needs --out: the run folder to continue")
+            saved = out / "config.yaml"
+            if not saved.is_file():
+                raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml there)")
+            config_file = saved
+        settings = load_yaml(config_file) if config_file is not None else {}
+        parts = None
+        if fractions is not None:
+            parts = [float(part) for part in fractions.split(",")]
+        settings |= _train_overrides(
+            data=None if data is None else str(data),
+            model=model,
+            out=None if out is None else str(out),
+            augment=augment,
+            balance=balance,
+            max_epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            patience=patience,
+            fractions=parts,
+            seed=seed,
+            split=None if split is None else str(split),
+            weights=weights,
+            num_classes=classes,
+            accelerator=accelerator,
+            devices=_devices(devices),
+            strategy=strategy,
+            num_nodes=num_nodes,
+            precision=precision,
+            decode_workers=workers,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+        )
+        if quiet:
+            settings["quiet"] = True
+        config = config_from_mapping(settings)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+
+    from covidcxr.engine.train import train
+    from covidcxr.models import WeightsUnavailableError
+
+    bars = _ProgressFactory(config.quiet)
+    try:
+        train(config, resume=resume, progress_factory=bars, log=typer.echo)
+    except (FileNotFoundError, FileExistsError, ValueError, WeightsUnavailableError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        bars.close()
+
+
+class _ProgressFactory:
+    """Hands out progress callbacks for library functions; each new bar replaces the last."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._context = None
+
+    def __call__(self, description: str) -> Callable[[int, int], None] | None:
+        self.close()
+        if self.quiet:
+            return None
+        self._context = _progress(description, quiet=False)
+        return self._context.__enter__()
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
+    data: Annotated[Path, typer.Option(help="Dataset folder (any layout) or CSV manifest.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default MODEL/evaluation).")
+    ] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="Score only one part of this split CSV.")
+    ] = None,
+    subset: Annotated[str, typer.Option(help="Which part of --split: train, val, test.")] = "test",
+    workers: Workers = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score a saved model on any dataset: metrics.json, confusion matrix, predictions.csv."""
+    from covidcxr.engine.evaluate import evaluate
+
+    target = out or (model / "evaluation")
+    bars = _ProgressFactory(quiet)
+    try:
+        metrics = evaluate(model, data, target, split, subset, workers, cache_dir, bars)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        bars.close()
+    test = metrics["test"]
+    typer.echo(
+        f"{metrics['model']} on {metrics['data']}: {test['num_samples']} images, "
+        f"accuracy {100 * test['accuracy']:.2f} %, macro-F1 {100 * test['macro_f1']:.2f} %"
+    )
+    for name, scores in test["per_class"].items():
+        typer.echo(
+            f"  {name:<16} recall {100 * scores['recall']:6.2f} %  "
+            f"specificity {100 * scores['specificity']:6.2f} %"
+        )
+    if metrics["unreadable"]:
+        typer.echo(f"{len(metrics['unreadable'])} unreadable images skipped:")
+        for item in metrics["unreadable"]:
+            typer.echo(f"  {item['path']}: {item['reason']}")
+    typer.echo(f"Outputs in {target}")
+
+
+@app.command("predict")
+def predict_command(
+    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write predictions here (.csv or .json).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """Class probabilities for images (PNG, JPEG, DICOM); bad files are listed and skipped."""
+    from covidcxr.predict import predict_files
+
+    try:
+        with _progress("Predicting", quiet) as progress:
+            result = predict_files(model, inputs, out, batch_size, workers, progress)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if out is None:
+        for row in result.rows:
+            typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}")
+    else:
+        typer.echo(f"Wrote {len(result.rows)} predictions to {result.out}")
+    if result.failures:
+        typer.echo(f"{len(result.failures)} files skipped:", err=True)
+        for path, reason in result.failures:
+            typer.echo(f"  {path}: {reason}", err=True)
+
+
+@app.command("compare")
+def compare_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders to compare.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write comparison.csv and confusion_matrices.png here.")
+    ] = None,
+) -> None:
+    """The paper-style table (epochs, train / val / test accuracy, per-class recall) and a
+    side-by-side confusion-matrix figure."""
+    from covidcxr.evaluation.compare import (
+        compare_runs,
+        format_table,
+        plot_test_confusion_matrices,
+        write_table,
+    )
+
+    try:
+        table = compare_runs(runs)
+        typer.echo(format_table(table))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            written = [write_table(table, out / "comparison.csv")]
+            written.append(plot_test_confusion_matrices(table, out / "confusion_matrices.png"))
+            typer.echo("Wrote " + ", ".join(str(p) for p in written))
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+
+
+@app.command("models")
+def models_command() -> None:
+    """The registered models with their input size and paper defaults."""
+    from covidcxr.models import get_model_spec, list_models
+
+    for name in list_models():
+        spec = get_model_spec(name)
+        typer.echo(f"{name:<20} {spec.input_size}x{spec.input_size}  {spec.description}")
+
+
 def run() -> None:  # pragma: no cover - console-script shim for `python -m covidcxr`
     app()
 

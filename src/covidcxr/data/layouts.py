@@ -136,7 +136,8 @@ def _locate_root(folder: Path, depth: int = 0) -> Path:
 # Folder layouts
 
 
-def _is_image_file(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
+    """True for a PNG / JPEG / DICOM file name, or a suffix-less file with the DICOM preamble."""
     suffix = path.suffix.lower()
     if suffix in SUPPORTED_SUFFIXES:
         return True
@@ -219,7 +220,7 @@ def _split_images_and_masks(
             continue
         relative_parts = [part.lower() for part in path.relative_to(class_dir).parts[:-1]]
         in_mask_folder = any(part in _MASK_FOLDER_NAMES for part in relative_parts)
-        if not _is_image_file(path):
+        if not is_image_file(path):
             other.append(path)
         elif in_mask_folder:
             masks.append(path)

@@ -1,0 +1,205 @@
+"""The saved model: weights plus everything needed to use them, in one folder.
+
+A model folder holds
+
+* ``model.safetensors`` — the network's weights (safetensors: no pickle, safe to load);
+* ``model.json`` — the model card: model name, class names, input size, channels and
+  normalisation, how images are preprocessed, the temperature used to calibrate probabilities,
+  the resolved training config and the test metrics.
+
+:func:`load_model` needs nothing else: no dataset, no run folder, no network access.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ARTIFACT_FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model.json"
+PREPROCESSING = (
+    "covidcxr.io.read_image (grey float in [0, 1], bright = dense), then "
+    "covidcxr.data.transforms.resize_image to input_size x input_size (stretch, anti-aliased "
+    "bilinear, uint8), grey repeated to in_channels, then (x / 255 - mean) / std"
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What ``model.json`` says about a saved model."""
+
+    model: str
+    class_names: list[str]
+    input_size: int
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    target_layer: str
+    temperature: float = 1.0
+    task: str = "classification"
+    preprocessing: str = PREPROCESSING
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    covidcxr_version: str = ""
+    format: int = ARTIFACT_FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def save_classifier(
+    directory: str | Path,
+    network: Any,
+    card: ModelCard,
+) -> Path:
+    """Write ``network``'s weights and ``card`` into ``directory`` (created), each file
+    atomically. Returns the folder."""
+    from safetensors.torch import save_file
+
+    from covidcxr import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()
+    }
+    weights = directory / WEIGHTS_FILE
+    partial = weights.with_name(f".{weights.name}.partial")
+    save_file(state, str(partial), metadata={"model": card.model, "format": str(card.format)})
+    os.replace(partial, weights)
+    card_data = asdict(card) | {"covidcxr_version": __version__}
+    _write_json(directory / CARD_FILE, card_data)
+    return directory
+
+
+def read_card(path: str | Path) -> tuple[ModelCard, Path]:
+    """The card of the model at ``path`` (a model folder, a run folder holding ``model/``, or the
+    ``model.json`` / ``model.safetensors`` file) and the model folder."""
+    path = Path(path)
+    candidates = [path, path / "model"] if path.is_dir() else [path.parent]
+    for folder in candidates:
+        if (folder / CARD_FILE).is_file():
+            break
+    else:
+        raise FileNotFoundError(
+            f"{path}: no saved model here (expected {CARD_FILE} and {WEIGHTS_FILE} in it or in "
+            "its model/ folder, as `covidcxr train` writes them)"
+        )
+    try:
+        data = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        if data.get("format", 0) > ARTIFACT_FORMAT:
+            raise ValueError(
+                f"format {data['format']} is newer than this covidcxr reads ({ARTIFACT_FORMAT}); "
+                "upgrade covidcxr"
+            )
+        known = ModelCard.__dataclass_fields__
+        card = ModelCard(**{key: value for key, value in data.items() if key in known})
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"{folder / CARD_FILE}: not a valid model card ({error})") from None
+    return card, folder
+
+
+class Classifier:
+    """A loaded classifier: ``network`` (eval mode, CPU) plus its :class:`ModelCard`.
+
+    ``predict_proba`` takes file paths or images in the covidcxr convention (float (H, W) in
+    [0, 1]) and returns probabilities ``(N, C)`` in ``card.class_names`` order, calibrated by
+    the card's temperature.
+    """
+
+    def __init__(self, network: Any, card: ModelCard, folder: Path) -> None:
+        self.network, self.card, self.folder = network, card, folder
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card.class_names)
+
+    def prepare(self, images: Sequence[np.ndarray]) -> Any:
+        """uint8 tensor ``(N, 1, S, S)`` of images in the covidcxr convention."""
+        import torch
+
+        from covidcxr.data.transforms import resize_image
+
+        size = (self.card.input_size, self.card.input_size)
+        if not images:
+            return torch.zeros((0, 1, *size), dtype=torch.uint8)
+        stacked = np.stack([resize_image(image, size) for image in images])
+        return torch.from_numpy(stacked).unsqueeze(1)
+
+    def predict_proba(
+        self,
+        inputs: Sequence[np.ndarray | str | Path],
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Class probabilities ``(N, C)``; paths are read with :func:`covidcxr.io.read_image`
+        (which raises for a bad file — use :func:`covidcxr.predict.predict_files` to skip them)."""
+        from covidcxr.io import read_image
+
+        images = [read_image(x) if isinstance(x, str | Path) else x for x in inputs]
+        return self.predict_prepared(self.prepare(images), batch_size, progress)
+
+    def predict_prepared(
+        self,
+        images: Any,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Class probabilities ``(N, C)`` of uint8 images ``(N, 1, S, S)`` from :meth:`prepare`."""
+        from covidcxr.engine.inference import predict_probabilities
+
+        probabilities = predict_probabilities(
+            self.network,
+            images,
+            self.card.mean,
+            self.card.std,
+            batch_size,
+            self.card.temperature,
+            progress,
+        )
+        return probabilities.numpy()
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.card.model!r}, classes={self.class_names}, from {self.folder})"
+
+
+def load_model(path: str | Path) -> Classifier:
+    """Load a saved model (folder, run folder, or one of its two files) for inference on CPU."""
+    from safetensors.torch import load_file
+
+    from covidcxr.models import create_model
+
+    card, folder = read_card(path)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: the model's weights are missing")
+    network = create_model(card.model, num_classes=card.num_classes, weights=None)
+    state = load_file(str(weights))
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{weights}: weights do not fit a {card.model} ({error})") from None
+    network.eval()
+    return Classifier(network, card, folder)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,154 @@
+"""Settings as data: frozen dataclasses, read from YAML, overridden from the command line, and
+written next to every run so that it can be repeated exactly.
+
+Precedence, lowest first: the model's paper defaults (``ModelSpec.defaults``), the YAML file
+(``--config``), then the flags given on the command line. ``None`` in a field means "use the
+model's default"; :func:`resolve` fills those in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BALANCE_CHOICES = ("none", "weights", "sampler")
+NO_WEIGHTS = "none"
+"""``weights`` value for random initialisation (``None`` means the model's default)."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random geometric augmentation, as the paper's Keras ImageDataGenerator did: rotation (±
+    degrees), shift (fraction of the side), zoom (± fraction) and horizontal flip."""
+
+    rotation: float = 10.0
+    shift: float = 0.1
+    zoom: float = 0.1
+    horizontal_flip: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``covidcxr train`` needs. See the module docstring for precedence."""
+
+    data: str
+    model: str = "seed-cnn"
+    out: str | None = None
+    num_classes: int = 3
+    weights: str | None = None
+    augment: bool = False
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    balance: str = "none"
+    batch_size: int | None = None
+    max_epochs: int | None = None
+    patience: int = 3
+    learning_rate: float | None = None
+    fractions: tuple[float, ...] | None = None
+    seed: int = 0
+    split: str | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    decode_workers: int | None = None
+    loader_workers: int = 0
+    cache_dir: str | None = None
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML / JSON (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a mapping (e.g. parsed YAML); unknown keys are errors."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown training setting(s) {', '.join(unknown)}; valid settings: "
+            f"{', '.join(sorted(known))}"
+        )
+    values = dict(values)
+    if "data" not in values or not values["data"]:
+        raise ValueError("the training setting 'data' (the dataset folder) is required")
+    if isinstance(values.get("augmentation"), Mapping):
+        augment_known = {f.name for f in dataclasses.fields(AugmentConfig)}
+        bad = sorted(set(values["augmentation"]) - augment_known)
+        if bad:
+            raise ValueError(
+                f"unknown augmentation setting(s) {', '.join(bad)}; valid: "
+                f"{', '.join(sorted(augment_known))}"
+            )
+        values["augmentation"] = AugmentConfig(**values["augmentation"])
+    if values.get("fractions") is not None:
+        values["fractions"] = tuple(float(v) for v in values["fractions"])
+    config = TrainConfig(**values)
+    if config.balance not in BALANCE_CHOICES:
+        raise ValueError(
+            f"balance should be one of {', '.join(BALANCE_CHOICES)}, got {config.balance!r}"
+        )
+    return config
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of settings; a clear error for a missing file or a non-mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.safe_load(handle)
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return dict(loaded)
+
+
+def save_yaml(config: TrainConfig, path: str | Path) -> Path:
+    """Write the (resolved) config as YAML, atomically."""
+    import os
+
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill every ``None`` that has a model default: output folder, weights, batch size,
+    epochs, learning rate and split fractions (the paper's per-model settings)."""
+    from covidcxr.models import get_model_spec
+
+    spec = get_model_spec(config.model)
+    defaults = dict(spec.defaults)
+    weights = config.weights if config.weights is not None else spec.default_weights
+    return config.replace(
+        out=config.out or str(Path("runs") / config.model),
+        weights=NO_WEIGHTS if weights in (None, NO_WEIGHTS, "random") else str(weights),
+        batch_size=config.batch_size or int(defaults.get("batch_size", 64)),
+        max_epochs=config.max_epochs or int(defaults.get("max_epochs", 50)),
+        learning_rate=config.learning_rate or float(defaults.get("learning_rate", 1e-3)),
+        fractions=tuple(config.fractions or defaults.get("fractions", (0.7, 0.1, 0.2))),
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

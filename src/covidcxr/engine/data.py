@@ -1,0 +1,223 @@
+"""From a dataset folder to in-memory tensors for training: split, cache, augmentation, balance.
+
+Images are decoded once into the on-disk cache (:mod:`covidcxr.data.cache`) and held in memory
+as uint8 ``(N, 1, H, W)``: 21,165 images at 100×100 take 212 MB, at 224×224 1.06 GB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from covidcxr.config import AugmentConfig, TrainConfig
+from covidcxr.data.sample import Sample
+
+SPLIT_FILE = "splits.csv"
+
+
+@dataclass
+class SplitTensors:
+    """One split held in memory: uint8 images ``(N, 1, H, W)``, int64 labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    samples: list[Sample]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class PreparedData:
+    """The three splits of a run, the class names, and what could not be used."""
+
+    class_names: tuple[str, ...]
+    splits: dict[str, SplitTensors]
+    split_file: Path
+    unreadable: list[tuple[Path, str]]
+
+
+def prepare_data(
+    config: TrainConfig,
+    input_size: int,
+    run_dir: Path,
+    progress_factory: Callable[[str], Callable[[int, int], None] | None] = lambda _: None,
+) -> PreparedData:
+    """Split (or reuse the run's / the given split), then load every image through the cache.
+
+    The split file is ``run_dir/splits.csv``; an existing one is reused (that is how ``--resume``
+    and the extra processes of a multi-device run see the same split). ``config.split`` names a
+    split CSV of the user's own, read against the dataset's root.
+    """
+    from covidcxr.data.cache import ImageCache
+    from covidcxr.data.classes import class_names
+    from covidcxr.data.layouts import discover
+    from covidcxr.data.splits import read_split_csv, split_dataset, write_split_csv
+
+    names = class_names(config.num_classes)
+    split_file = run_dir / SPLIT_FILE
+    unreadable: list[tuple[Path, str]] = []
+    if config.split is not None or split_file.is_file():
+        root = discover(config.data, config.num_classes).root
+        source = Path(config.split) if config.split is not None else split_file
+        samples, split_names = read_split_csv(source, root)
+        if source != split_file:
+            write_split_csv(split_file, samples, split_names, root)
+    else:
+        result = split_dataset(
+            config.data,
+            split_file,
+            config.fractions,
+            config.seed,
+            config.num_classes,
+            config.decode_workers,
+            progress_factory("Hashing images for the split"),
+        )
+        samples, split_names = list(result.samples), list(result.splits)
+        unreadable.extend(result.unreadable)
+    unknown = sorted({s for s in split_names} - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(
+            f"{split_file}: split names should be train, val and test, got {', '.join(unknown)}"
+        )
+
+    cache = ImageCache(Path(config.cache_dir) if config.cache_dir else None)
+    batch = cache.get_many(
+        [s.path for s in samples],
+        (input_size, input_size),
+        workers=config.decode_workers,
+        progress=progress_factory(f"Loading images at {input_size}x{input_size}"),
+    )
+    unreadable.extend(batch.failures)
+    images = torch.from_numpy(batch.array).unsqueeze(1)
+    splits: dict[str, SplitTensors] = {}
+    for name in ("train", "val", "test"):
+        keep = [i for i, s in enumerate(split_names) if s == name and batch.ok[i]]
+        labels = torch.tensor([samples[i].label for i in keep], dtype=torch.int64)
+        if labels.numel() and int(labels.max()) >= len(names):
+            raise ValueError(
+                f"{split_file}: labels up to {int(labels.max())} but {len(names)} classes; "
+                f"pass the same --classes as the split was made with"
+            )
+        splits[name] = SplitTensors(images[keep], labels, [samples[i] for i in keep])
+    for name in ("train", "val"):
+        if len(splits[name]) == 0:
+            raise ValueError(f"{split_file}: the {name} split is empty; use more images")
+    return PreparedData(names, splits, split_file, unreadable)
+
+
+class TensorImageDataset(Dataset):
+    """Items ``{"image": uint8 (1, H, W), "label": int64, "index": int}`` from in-memory
+    tensors, with an optional transform on the image (augmentation).
+
+    An index may come as ``(index, seed)`` (from :class:`EpochShuffleSampler`): the transform's
+    randomness is then drawn from that seed alone, whatever ran before — batches prefetched
+    before an epoch starts, or a resumed run, augment exactly as an uninterrupted run does."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.images[index]
+        if self.transform is not None:
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
+        return {"image": image, "label": self.labels[index], "index": index}
+
+
+class FeatureDataset(Dataset):
+    """Items ``{"image": float (D,), "label": int64, "index": int}`` of cached trunk features
+    (the key stays ``image``: it is the network's input)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index = key[0] if isinstance(key, tuple) else key
+        return {"image": self.features[index], "label": self.labels[index], "index": index}
+
+
+def augmentation(settings: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the paper's Keras ImageDataGenerator did, with torchvision transforms v2: random
+    rotation, shift and zoom (one affine warp, black fill) and a horizontal flip."""
+    from torchvision.transforms import v2
+
+    steps: list = [
+        v2.RandomAffine(
+            degrees=settings.rotation,
+            translate=(settings.shift, settings.shift),
+            scale=(1 - settings.zoom, 1 + settings.zoom),
+            interpolation=v2.InterpolationMode.BILINEAR,
+        )
+    ]
+    if settings.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    """Shuffles (or, with ``weights``, draws with replacement) from ``seed`` and the epoch alone,
+    so a resumed run sees exactly the batches an uninterrupted one would. Yields
+    ``(index, augmentation seed)`` pairs. Lightning calls :meth:`set_epoch` before each epoch
+    (and wraps this sampler for multi-device runs)."""
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None) -> None:
+        self.size, self.seed, self.weights, self.epoch = size, seed, weights, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, True, generator=generator)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``(C,)`` normalised to mean 1 over the classes present."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
+    return weights
+
+
+def sample_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample weights ``(N,)`` so that every class is drawn equally often."""
+    return class_weights(labels, num_classes)[labels]
+
+
+def describe_splits(data: PreparedData) -> str:
+    """One line per split with its class counts."""
+    lines = []
+    for name, split in data.splits.items():
+        counts = np.bincount(split.labels.numpy(), minlength=len(data.class_names))
+        per_class = ", ".join(f"{c} {n}" for c, n in zip(data.class_names, counts, strict=True))
+        lines.append(f"  {name:<5} {len(split):>7,}  ({per_class})")
+    return "\n".join(lines)

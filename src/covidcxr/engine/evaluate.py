@@ -1,0 +1,90 @@
+"""``covidcxr evaluate``: score a saved model on any dataset, with the run's outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    split_file: str | Path | None = None,
+    subset: str = "test",
+    workers: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress_factory: ProgressFactory = lambda _: None,
+) -> dict[str, Any]:
+    """Score the model at ``model`` (a model folder or a run folder) on the dataset at ``data``:
+    every image it holds, or only the ``subset`` rows of ``split_file`` (e.g. the run's
+    ``splits.csv``). Writes ``metrics.json``, ``confusion_matrix.png`` / ``.csv`` and
+    ``predictions.csv`` to ``out`` and returns the metrics. Unreadable images are skipped and
+    listed in the metrics."""
+    from covidcxr.artifact import load_model
+    from covidcxr.data.cache import ImageCache
+    from covidcxr.data.layouts import discover
+    from covidcxr.data.splits import read_split_csv
+    from covidcxr.engine.perf import tune_allocator
+    from covidcxr.evaluation.metrics import classification_metrics, confusion_matrix_csv
+    from covidcxr.evaluation.plots import plot_confusion_matrix
+
+    tune_allocator()
+    classifier = load_model(model)
+    names = classifier.class_names
+    index = discover(data, len(names))
+    if split_file is not None:
+        samples, splits = read_split_csv(Path(split_file), index.root)
+        samples = [s for s, split in zip(samples, splits, strict=True) if split == subset]
+        if not samples:
+            raise ValueError(f"{split_file}: no rows in the {subset!r} split")
+    else:
+        samples = list(index.samples)
+    if not samples:
+        raise ValueError(f"{data}: no images of the classes {', '.join(names)}")
+    size = classifier.card.input_size
+    batch = ImageCache(Path(cache_dir) if cache_dir else None).get_many(
+        [s.path for s in samples],
+        (size, size),
+        workers=workers,
+        progress=progress_factory(f"Loading images at {size}x{size}"),
+    )
+    keep = np.flatnonzero(batch.ok)
+    if keep.size == 0:
+        raise ValueError(f"{data}: none of the {len(samples)} images could be read")
+    images = torch.from_numpy(batch.array[keep]).unsqueeze(1)
+    labels = torch.tensor([samples[i].label for i in keep], dtype=torch.int64)
+    probabilities = classifier.predict_prepared(images, progress=progress_factory("Predicting"))
+    scores = classification_metrics(probabilities, labels, names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "model": classifier.card.model,
+        "model_path": str(classifier.folder),
+        "data": str(index.root),
+        "subset": subset if split_file is not None else "all",
+        "class_names": names,
+        "test_accuracy": scores["accuracy"],
+        "test": scores,
+        "unreadable": [{"path": str(p), "reason": r} for p, r in batch.failures],
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    title = f"{classifier.card.model} on {index.root.name} ({scores['num_samples']} images)"
+    plot_confusion_matrix(scores["confusion_matrix"], names, out / "confusion_matrix.png", title)
+    confusion_matrix_csv(scores, out / "confusion_matrix.csv", names)
+    with (out / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", *[f"p_{n}" for n in names]])
+        for position, row in zip(keep, probabilities, strict=True):
+            sample = samples[position]
+            predicted = names[int(np.argmax(row))]
+            writer.writerow([sample.path, sample.class_name, predicted, *np.round(row, 6)])
+    return metrics

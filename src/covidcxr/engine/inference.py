@@ -1,0 +1,94 @@
+"""Batched inference shared by training, evaluation and prediction (torch only, no Lightning).
+
+Images travel as uint8 tensors ``(N, 1, H, W)`` already resized to the model's input size
+(:func:`covidcxr.data.transforms.resize_image`, the same function the cache uses), so training,
+``evaluate`` and ``predict`` preprocess identically. :func:`normalise` turns them into the
+network's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def normalise(
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels: int = 3,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 ``(B, 1, H, W)`` → float32 ``(B, channels, H, W)``: scaled to [0, 1], the grey
+    channel repeated, then ``(x - mean) / std`` per channel."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 1:
+        got = f"{images.dtype} {tuple(images.shape)}"
+        raise ValueError(f"images should be a uint8 tensor (B, 1, H, W), got {got}")
+    scale = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
+    shift = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    batch = images.expand(-1, channels, -1, -1).float()
+    batch = batch.div_(scale).sub_(shift / scale * 255)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+@torch.inference_mode()
+def run_batches(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """``function`` over ``inputs`` in batches along dim 0, concatenated (on the CPU)."""
+    outputs = []
+    total = len(inputs)
+    for start in range(0, total, batch_size):
+        outputs.append(function(inputs[start : start + batch_size]).float().cpu())
+        if progress is not None:
+            progress(min(total, start + batch_size), total)
+    if not outputs:
+        return torch.zeros(0)
+    return torch.cat(outputs)
+
+
+def predict_probabilities(
+    network: nn.Module,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    temperature: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities ``(N, C)`` of uint8 images ``(N, 1, H, W)``; the network is put in
+    eval mode. ``temperature`` divides the logits (1.0: uncalibrated)."""
+    network.eval()
+    device = next(network.parameters()).device
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+        logits = network(normalise(batch.to(device), mean, std))
+        return torch.softmax(logits / temperature, dim=1)
+
+    return run_batches(probabilities, images, batch_size, progress)
+
+
+def extract_features(
+    network: nn.Module,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The frozen trunk's output ``forward_features`` ``(N, D)`` for uint8 images."""
+    network.eval()
+    device = next(network.parameters()).device
+    return run_batches(
+        lambda batch: network.forward_features(normalise(batch.to(device), mean, std)),
+        images,
+        batch_size,
+        progress,
+    )

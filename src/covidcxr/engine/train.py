@@ -1,0 +1,313 @@
+"""``train(config) -> RunResult``: one engine for every classifier (Lightning underneath).
+
+A run folder (``config.out``) ends up holding::
+
+    config.yaml            the resolved settings (repeat the run with --config config.yaml)
+    splits.csv             the split used (reused on --resume and by extra processes)
+    history.csv            one row per epoch: train/val loss and accuracy, images/s
+    checkpoints/last.ckpt  written atomically after every epoch (--resume continues from it)
+    checkpoints/best.ckpt  lowest validation loss so far (its weights are restored at the end)
+    metrics.json           test accuracy, per-class precision / recall / specificity / F1, AUC
+    curves.png             accuracy and loss, train vs validation
+    confusion_matrix.png   test confusion matrix, counts and row-normalised (+ .csv)
+    model/                 the self-describing saved model (see covidcxr.artifact)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from covidcxr.config import NO_WEIGHTS, TrainConfig, resolve
+from covidcxr.config import save_yaml as save_config
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+
+ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced (``metrics`` is the content of ``metrics.json``)."""
+
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher (Lightning, torchrun, SLURM) set it."""
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    progress_factory: ProgressFactory = lambda _: None,
+    log: Callable[[str], None] = print,
+) -> RunResult | None:
+    """Train ``config.model`` on ``config.data``; returns the result on rank 0 (None on the other
+    processes of a multi-device run). ``resume`` continues the run in ``config.out`` from its
+    last checkpoint (pass the settings saved in its ``config.yaml``; a larger ``max_epochs``
+    extends the run)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+
+    from covidcxr.engine.callbacks import AtomicModelCheckpoint, EpochHistory, EpochSeeding
+    from covidcxr.engine.data import describe_splits, prepare_data
+    from covidcxr.engine.module import ClassifierModule
+    from covidcxr.engine.perf import tune_allocator
+    from covidcxr.models import create_model, get_model_spec
+
+    started = time.perf_counter()
+    tune_allocator()
+    config = resolve(config)
+    run_dir = Path(config.out)
+    last_checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    rank = launch_rank()
+    if resume:
+        saved = run_dir / CONFIG_FILE
+        if not saved.is_file() or not last_checkpoint.is_file():
+            raise FileNotFoundError(
+                f"{run_dir}: nothing to resume (needs {CONFIG_FILE} and "
+                f"{CHECKPOINT_DIR}/last.ckpt from an earlier `covidcxr train --out {run_dir}`)"
+            )
+        log(f"Resuming {run_dir} from {last_checkpoint}")
+    elif (
+        rank == 0
+        and (run_dir / CHECKPOINT_DIR).is_dir()
+        and any((run_dir / CHECKPOINT_DIR).iterdir())
+    ):
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    if rank == 0:
+        save_config(config, run_dir / CONFIG_FILE)
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    spec = get_model_spec(config.model)
+    data = prepare_data(config, spec.input_size, run_dir, progress_factory)
+    log(f"Split ({data.split_file}):\n{describe_splits(data)}")
+    if data.unreadable:
+        log(f"{len(data.unreadable)} unreadable images left out (listed in {METRICS_FILE})")
+
+    torch.manual_seed(config.seed)  # the new head's initial weights depend on the seed only
+    weights = None if config.weights == NO_WEIGHTS else config.weights
+    network = create_model(config.model, num_classes=config.num_classes, weights=weights)
+    channels_last = spec.input_size >= 64  # faster convolutions and pooling on CPU
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    use_features = spec.frozen_trunk and not config.augment
+    loaders, features = _loaders(config, spec, network, data, use_features, progress_factory)
+    module = ClassifierModule(
+        network,
+        learning_rate=config.learning_rate,
+        mean=spec.mean,
+        std=spec.std,
+        inputs="features" if use_features else "images",
+        class_weights=_class_weights(config, data),
+        channels_last=channels_last,
+    )
+    checkpoint = AtomicModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    history = EpochHistory(run_dir / "history.csv")
+    all_callbacks = [
+        EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+        checkpoint,
+        EpochSeeding(config.seed),
+        history,
+        *callbacks,
+    ]
+    if not config.quiet:
+        all_callbacks.append(TQDMProgressBar())
+    trainer = pl.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        num_nodes=config.num_nodes,
+        precision=config.precision,
+        callbacks=all_callbacks,
+        logger=False,
+        default_root_dir=run_dir,
+        deterministic="warn",
+        enable_progress_bar=not config.quiet,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, *loaders, ckpt_path=last_checkpoint if resume else None)
+    if not trainer.is_global_zero:
+        return None
+
+    best_path = checkpoint.best_model_path
+    if best_path and Path(best_path).is_file():  # restore the best epoch's weights
+        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    module.to("cpu")
+    network = network.to(memory_format=torch.contiguous_format)
+    metrics = _evaluate_run(config, spec, network, data, features, history.rows, trainer)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    metrics["unreadable"] = [{"path": str(p), "reason": r} for p, r in data.unreadable]
+    model_dir = _write_outputs(run_dir, config, spec, network, data, metrics, history.rows)
+    log(_summary(run_dir, metrics))
+    return RunResult(run_dir, model_dir, metrics, history.rows)
+
+
+def _class_weights(config: TrainConfig, data) -> torch.Tensor | None:
+    from covidcxr.engine.data import class_weights
+
+    if config.balance != "weights":
+        return None
+    return class_weights(data.splits["train"].labels, len(data.class_names))
+
+
+def _loaders(config, spec, network, data, use_features: bool, progress_factory: ProgressFactory):
+    """Train and validation DataLoaders; with a frozen trunk and no augmentation the trunk runs
+    once per image here, and training sees its cached outputs (``features``)."""
+    from torch.utils.data import DataLoader
+
+    from covidcxr.engine.data import (
+        EpochShuffleSampler,
+        FeatureDataset,
+        TensorImageDataset,
+        augmentation,
+        sample_weights,
+    )
+    from covidcxr.engine.inference import extract_features
+
+    features: dict[str, torch.Tensor] = {}
+    if use_features:
+        for name, split in data.splits.items():
+            features[name] = extract_features(
+                network,
+                split.images,
+                spec.mean,
+                spec.std,
+                config.batch_size,
+                progress_factory(f"Backbone features ({name})"),
+            )
+        train_set = FeatureDataset(features["train"], data.splits["train"].labels)
+        val_set = FeatureDataset(features["val"], data.splits["val"].labels)
+    else:
+        transform = augmentation(config.augmentation) if config.augment else None
+        train_set = TensorImageDataset(
+            data.splits["train"].images, data.splits["train"].labels, transform
+        )
+        val_set = TensorImageDataset(data.splits["val"].images, data.splits["val"].labels)
+    weights = None
+    if config.balance == "sampler":
+        weights = sample_weights(data.splits["train"].labels, len(data.class_names))
+    sampler = EpochShuffleSampler(len(train_set), config.seed, weights)
+    common = {
+        "batch_size": config.batch_size,
+        "num_workers": config.loader_workers,
+        "persistent_workers": config.loader_workers > 0,
+    }
+    return (
+        DataLoader(train_set, sampler=sampler, **common),
+        DataLoader(val_set, shuffle=False, **common),
+    ), features
+
+
+def _probabilities(network, spec, split, cached: torch.Tensor | None) -> torch.Tensor:
+    from covidcxr.engine.inference import predict_probabilities, run_batches
+
+    if cached is not None:
+        network.eval()
+        return run_batches(lambda f: torch.softmax(network.forward_head(f), dim=1), cached)
+    return predict_probabilities(network, split.images, spec.mean, spec.std)
+
+
+def _evaluate_run(config, spec, network, data, features, rows, trainer) -> dict[str, Any]:
+    """Score the restored best weights on validation and test; the run's metrics.json."""
+    from covidcxr.evaluation.metrics import classification_metrics
+
+    names = list(data.class_names)
+    scores: dict[str, Any] = {}
+    for name in ("val", "test"):
+        split = data.splits[name]
+        if len(split) == 0:
+            scores[name] = None
+            continue
+        probabilities = _probabilities(network, spec, split, features.get(name))
+        scores[name] = classification_metrics(probabilities, split.labels, names)
+    best = min(rows, key=lambda r: r["val_loss"]) if rows else {}
+    speeds = sorted(r["train_images_per_second"] for r in rows)
+    return {
+        "model": config.model,
+        "class_names": names,
+        "epochs_run": len(rows),
+        "best_epoch": int(best.get("epoch", 0)),
+        "stopped_early": len(rows) < config.max_epochs,
+        "train_accuracy": best.get("train_accuracy"),
+        "val_accuracy": scores["val"]["accuracy"] if scores["val"] else None,
+        "test_accuracy": scores["test"]["accuracy"] if scores["test"] else None,
+        "val": scores["val"],
+        "test": scores["test"],
+        "split_sizes": {name: len(split) for name, split in data.splits.items()},
+        "train_images_per_second": speeds[len(speeds) // 2] if speeds else None,
+        "cached_features": bool(features),
+    }
+
+
+def _write_outputs(run_dir, config, spec, network, data, metrics, rows) -> Path:
+    from covidcxr.artifact import ModelCard, save_classifier
+    from covidcxr.evaluation.metrics import confusion_matrix_csv
+    from covidcxr.evaluation.plots import plot_confusion_matrix, plot_training_curves
+
+    names = list(data.class_names)
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    if rows:
+        plot_training_curves(rows, run_dir / "curves.png")
+    if metrics["test"] is not None:
+        matrix = metrics["test"]["confusion_matrix"]
+        title = f"{config.model}: test split ({metrics['test']['num_samples']} images)"
+        plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png", title)
+        confusion_matrix_csv(metrics["test"], run_dir / "confusion_matrix.csv", names)
+    card = ModelCard(
+        model=config.model,
+        class_names=names,
+        input_size=spec.input_size,
+        in_channels=spec.in_channels,
+        mean=list(spec.mean),
+        std=list(spec.std),
+        target_layer=spec.target_layer,
+        config=config.to_dict(),
+        metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_epoch")},
+    )
+    return save_classifier(run_dir / "model", network, card)
+
+
+def _summary(run_dir: Path, metrics: dict[str, Any]) -> str:
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
+    lines = [
+        f"{metrics['model']}: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), "
+        f"train {percent(metrics['train_accuracy'])}, val {percent(metrics['val_accuracy'])}, "
+        f"test {percent(metrics['test_accuracy'])}",
+        f"Outputs in {run_dir}: metrics.json, curves.png, confusion_matrix.png, model/",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""Evaluation: classification metrics (function + accumulator), figures, run comparison.
+
+Names are imported lazily (``from covidcxr.evaluation import classification_metrics``) so that
+importing the package does not load torch or matplotlib.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "classification_metrics": "covidcxr.evaluation.metrics",
+    "ClassificationMeter": "covidcxr.evaluation.metrics",
+    "confusion_matrix_csv": "covidcxr.evaluation.metrics",
+    "row_normalised": "covidcxr.evaluation.metrics",
+    "best_epoch": "covidcxr.evaluation.plots",
+    "plot_training_curves": "covidcxr.evaluation.plots",
+    "read_history_csv": "covidcxr.evaluation.plots",
+    "plot_confusion_matrix": "covidcxr.evaluation.plots",
+    "plot_confusion_matrices": "covidcxr.evaluation.plots",
+    "ComparisonTable": "covidcxr.evaluation.compare",
+    "RunSummary": "covidcxr.evaluation.compare",
+    "compare_runs": "covidcxr.evaluation.compare",
+    "read_run_summary": "covidcxr.evaluation.compare",
+    "format_table": "covidcxr.evaluation.compare",
+    "write_table": "covidcxr.evaluation.compare",
+    "plot_test_confusion_matrices": "covidcxr.evaluation.compare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'covidcxr.evaluation' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,195 @@
+"""The model registry: one string name per network, its spec, and ``create_model``.
+
+Families register themselves with :func:`register` in their own module (``seed_cnn.py``,
+``transfer.py``); those modules are imported on the first registry lookup, so that listing the
+names stays cheap and torchvision / timm are imported only when a network that needs them is
+built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+from covidcxr.models.base import ClassifierNetwork
+
+# Modules whose import registers models; imported lazily by ``_registry()``.
+_FAMILY_MODULES: tuple[str, ...] = ("covidcxr.models.seed_cnn", "covidcxr.models.transfer")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of covidcxr needs to know about a registered network.
+
+    Attributes:
+        name: the registry name, e.g. ``"seed-cnn"``.
+        input_size: side of the square input image in pixels (images are resized to it).
+        in_channels: channels of the input tensor (3 for every model here; grey images are
+            repeated to RGB).
+        mean, std: per-channel normalisation applied to images in [0, 1] before the network:
+            ``x = (image - mean) / std``.
+        target_layer: dotted path of the module Grad-CAM hooks, for
+            ``network.get_submodule(target_layer)``; its output is a (B, C, h, w) activation.
+        frozen_trunk: True when everything before the head is frozen (no trainable
+            parameters, always in eval mode), so ``forward_features`` can be cached.
+        default_weights: what ``create_model`` loads when no ``weights`` is given:
+            ``"imagenet"`` or None (random initialisation).
+        defaults: the paper's training defaults for this model: ``max_epochs``,
+            ``fractions`` (train, val, test), ``batch_size``, ``learning_rate``.
+        description: one line for ``covidcxr models`` listings.
+        test_only: tiny networks for fast tests, hidden from ``list_models()`` by default.
+    """
+
+    name: str
+    input_size: int
+    in_channels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    target_layer: str
+    frozen_trunk: bool
+    default_weights: str | None
+    defaults: Mapping[str, Any] = field(hash=False)
+    description: str
+    test_only: bool = False
+
+    def __post_init__(self) -> None:
+        # A read-only view, so that a frozen spec cannot be changed through its defaults.
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+
+class _SpecDefault(enum.Enum):
+    """Sentinel type for "the weights named by the model's spec"."""
+
+    WEIGHTS = "the spec's default weights"
+
+
+SPEC_DEFAULT = _SpecDefault.WEIGHTS
+"""Default of ``create_model(weights=...)``: load ``spec.default_weights``."""
+
+WeightsArg: TypeAlias = str | os.PathLike[str] | _SpecDefault | None
+"""``None`` (random init), ``"imagenet"``, a path to a local weights file, or SPEC_DEFAULT."""
+
+Builder: TypeAlias = Callable[[ModelSpec, int, "str | Path | None"], ClassifierNetwork]
+"""``builder(spec, num_classes, weights)`` with weights already resolved to None, "imagenet"
+or a Path."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    spec: ModelSpec
+    builder: Builder
+
+
+_ENTRIES: dict[str, _Entry] = {}
+_families_loaded = False
+
+
+def register(spec: ModelSpec) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(spec, num_classes, weights)`` under ``spec.name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        if spec.name in _ENTRIES:
+            raise ValueError(f"model name {spec.name!r} is already registered")
+        _ENTRIES[spec.name] = _Entry(spec, builder)
+        return builder
+
+    return decorate
+
+
+def _registry() -> dict[str, _Entry]:
+    global _families_loaded
+    if not _families_loaded:
+        for module in _FAMILY_MODULES:
+            import_module(module)
+        _families_loaded = True
+    return _ENTRIES
+
+
+def list_models(include_test: bool = False) -> list[str]:
+    """Registered model names in registration order (the paper's models first); test-only
+    networks are included only with ``include_test=True``."""
+    return [name for name, entry in _registry().items() if include_test or not entry.spec.test_only]
+
+
+def _entry(name: str) -> _Entry:
+    entries = _registry()
+    if name in entries:
+        return entries[name]
+    close = difflib.get_close_matches(str(name).lower(), list(entries), n=3, cutoff=0.5)
+    hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise ValueError(
+        f"unknown model name {name!r}. {hint}Available models: {', '.join(list_models())} "
+        f"(test-only: {', '.join(n for n in entries if entries[n].spec.test_only)})"
+    )
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered under ``name``; ValueError with close matches if none."""
+    return _entry(name).spec
+
+
+def _resolve_weights(spec: ModelSpec, weights: WeightsArg) -> str | Path | None:
+    if weights is SPEC_DEFAULT:
+        weights = spec.default_weights
+    if weights is None:
+        return None
+    if spec.default_weights is None:
+        raise ValueError(
+            f"model {spec.name!r} has no pretrained weights to load (got weights={weights!r}); "
+            "use weights=None. To restore a trained network, load its checkpoint's state dict."
+        )
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        return "imagenet"
+    if isinstance(weights, str | os.PathLike):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights file for {spec.name!r} not found: {path} "
+                "(weights must be None, 'imagenet' or the path of an existing file)"
+            )
+        return path
+    raise TypeError(
+        f"weights must be None, 'imagenet' or a path, got {type(weights).__name__}: {weights!r}"
+    )
+
+
+def create_model(
+    name: str, num_classes: int = 3, weights: WeightsArg = SPEC_DEFAULT
+) -> ClassifierNetwork:
+    """Build the network registered as ``name`` with a new ``num_classes``-way head.
+
+    Args:
+        name: a name from :func:`list_models` (or a test-only one).
+        num_classes: width of the logits.
+        weights: ``None`` for random initialisation; ``"imagenet"`` for the official ImageNet
+            weights of the trunk (torchvision downloads them once into
+            ``$TORCH_HOME/hub/checkpoints``; efficientnet-lite0 loads them from an installed
+            package); a path to a local ImageNet weights file in the upstream library's format.
+            By default the spec's ``default_weights``. Weights only ever fill the trunk: the
+            head is initialised at random from the caller's torch seed.
+
+    Returns:
+        A :class:`ClassifierNetwork` mapping (B, 3, S, S) images, normalised with the spec's
+        mean/std, to (B, num_classes) logits; ``network.spec`` is its :class:`ModelSpec`.
+
+    Raises:
+        ValueError: unknown name (with the closest names), bad ``num_classes``, or a weights
+            file whose tensors do not fit.
+        FileNotFoundError: ``weights`` is a path that does not exist.
+        WeightsUnavailableError: the ImageNet weights cannot be downloaded or found offline.
+    """
+    entry = _entry(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    resolved = _resolve_weights(entry.spec, weights)
+    network = entry.builder(entry.spec, num_classes, resolved)
+    if network.spec is not entry.spec:
+        raise RuntimeError(f"builder of {name!r} returned a network with another spec")
+    return network

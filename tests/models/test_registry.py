@@ -1,0 +1,104 @@
+"""Names, specs and argument checking of the model registry (no network, no big forwards)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from covidcxr.models import ModelSpec, create_model, get_model_spec, list_models
+
+PAPER_AND_BACKBONES = ["seed-cnn", "vgg16", "densenet121", "resnet50", "efficientnet-lite0"]
+
+
+def test_list_models_puts_paper_models_first_and_hides_test_networks():
+    assert list_models() == PAPER_AND_BACKBONES
+    with_tests = list_models(include_test=True)
+    assert set(with_tests) - set(PAPER_AND_BACKBONES) == {"tiny-cnn", "tiny-frozen-cnn"}
+    assert all(get_model_spec(name).test_only for name in ("tiny-cnn", "tiny-frozen-cnn"))
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggestion"),
+    [("vgg-16", "vgg16"), ("seedcnn", "seed-cnn"), ("resnet-50", "resnet50"), ("VGG16", "vgg16")],
+)
+def test_unknown_name_suggests_the_closest_and_lists_all(typo, suggestion):
+    with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'") as caught:
+        create_model(typo)
+    message = str(caught.value)
+    assert all(name in message for name in PAPER_AND_BACKBONES)
+    with pytest.raises(ValueError, match=f"'{suggestion}'"):
+        get_model_spec(typo)
+
+
+def test_unknown_name_without_close_match_still_lists_models():
+    with pytest.raises(ValueError, match=r"unknown model name 'xyzzy'.*Available models: seed-cnn"):
+        get_model_spec("xyzzy")
+
+
+def test_paper_specs():
+    seed = get_model_spec("seed-cnn")
+    assert (seed.input_size, seed.in_channels, seed.mean, seed.std) == (100, 3, (0,) * 3, (1,) * 3)
+    assert seed.frozen_trunk is False and seed.default_weights is None
+    assert dict(seed.defaults) == {
+        "max_epochs": 50,
+        "fractions": (0.7, 0.1, 0.2),
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+    }
+    vgg = get_model_spec("vgg16")
+    assert (vgg.input_size, vgg.frozen_trunk, vgg.default_weights) == (224, True, "imagenet")
+    assert vgg.mean == (0.485, 0.456, 0.406) and vgg.std == (0.229, 0.224, 0.225)
+    assert dict(vgg.defaults) == {
+        "max_epochs": 10,
+        "fractions": (0.75, 0.125, 0.125),
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+    }
+    lite = get_model_spec("efficientnet-lite0")
+    assert lite.mean == (0.5, 0.5, 0.5) and lite.std == (0.5, 0.5, 0.5)
+    for name in ("densenet121", "resnet50", "efficientnet-lite0"):
+        spec = get_model_spec(name)
+        assert spec.frozen_trunk and spec.default_weights == "imagenet"
+        assert spec.defaults == vgg.defaults
+
+
+@pytest.mark.parametrize("name", list_models(include_test=True))
+def test_spec_is_frozen_hashable_and_complete(name):
+    spec = get_model_spec(name)
+    assert isinstance(spec, ModelSpec) and spec.name == name
+    assert spec.in_channels == 3 and spec.input_size > 0
+    assert len(spec.mean) == 3 and len(spec.std) == 3 and all(s > 0 for s in spec.std)
+    assert {"max_epochs", "fractions", "batch_size", "learning_rate"} <= set(spec.defaults)
+    assert abs(sum(spec.defaults["fractions"]) - 1) < 1e-9
+    assert spec.description
+    hash(spec)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.input_size = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.defaults["max_epochs"] = 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("num_classes", [0, -1, 2.5, True])
+def test_bad_num_classes(num_classes):
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        create_model("tiny-cnn", num_classes=num_classes)
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "some/file.pth"])
+def test_models_without_pretrained_weights_refuse_them(weights):
+    with pytest.raises(ValueError, match="'seed-cnn' has no pretrained weights"):
+        create_model("seed-cnn", weights=weights)
+
+
+def test_weights_of_the_wrong_type():
+    with pytest.raises(TypeError, match="weights must be None, 'imagenet' or a path"):
+        create_model("resnet50", weights=3)  # type: ignore[arg-type]
+
+
+def test_network_carries_its_spec_and_default_weights_apply():
+    torch.manual_seed(0)
+    network = create_model("seed-cnn")  # default weights: None for the CNN, so no download
+    assert network.spec is get_model_spec("seed-cnn")
+    assert network.num_classes == 3 and network.num_features == 1600

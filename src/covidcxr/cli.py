@@ -245,6 +245,13 @@ def train_command(
     balance: Annotated[
         str | None, typer.Option(help="Class imbalance: none, weights (loss) or sampler.")
     ] = None,
+    feature_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--feature-cache/--no-feature-cache",
+            help="Frozen backbones without --augment: run the backbone once per image.",
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (paper: 50; VGG16 10).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (paper: 64).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
@@ -297,6 +304,7 @@ def train_command(
             out=None if out is None else str(out),
             augment=augment,
             balance=balance,
+            feature_cache=feature_cache,
             max_epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -320,8 +328,15 @@ def train_command(
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
 
+    import logging
+    import warnings
+
     from covidcxr.engine.train import train
     from covidcxr.models import WeightsUnavailableError
+
+    # Lightning's start-up banner and tips say nothing our own summary does not.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=DeprecationWarning)
 
     bars = _ProgressFactory(config.quiet)
     try:

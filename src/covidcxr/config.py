@@ -42,6 +42,7 @@ class TrainConfig:
     augment: bool = False
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     balance: str = "none"
+    feature_cache: bool = True
     batch_size: int | None = None
     max_epochs: int | None = None
     patience: int = 3

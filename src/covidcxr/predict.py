@@ -26,9 +26,10 @@ class PredictionResult:
 
 
 def find_image_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Expand files and folders (recursively) into image files, in a stable order. Inputs that
-    do not exist are returned as failures, not raised."""
-    from covidcxr.data.layouts import is_image_file
+    """Expand files and folders (recursively) into image files, in a stable order. Inside a
+    folder, lung masks (files under a ``masks/`` folder, as in the database) are skipped.
+    Inputs that do not exist are returned as failures, not raised."""
+    from covidcxr.data.layouts import is_image_file, is_mask_path
 
     files: list[Path] = []
     missing: list[tuple[Path, str]] = []
@@ -36,7 +37,9 @@ def find_image_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tup
         path = Path(item).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            files.extend(p for p in found if is_image_file(p))
+            files.extend(
+                p for p in found if is_image_file(p) and not is_mask_path(p.relative_to(path))
+            )
         elif path.is_file():
             files.append(path)
         else:

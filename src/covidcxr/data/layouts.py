@@ -144,6 +144,11 @@ def is_image_file(path: Path) -> bool:
     return suffix == "" and is_dicom(path)
 
 
+def is_mask_path(relative: Path) -> bool:
+    """True when a path (relative to a dataset folder) lies in a ``masks/`` folder."""
+    return any(part.lower() in _MASK_FOLDER_NAMES for part in relative.parts[:-1])
+
+
 def _walk_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
@@ -218,8 +223,7 @@ def _split_images_and_masks(
     for path in _walk_files(class_dir):
         if path.name.lower() in _IGNORED_NAMES:
             continue
-        relative_parts = [part.lower() for part in path.relative_to(class_dir).parts[:-1]]
-        in_mask_folder = any(part in _MASK_FOLDER_NAMES for part in relative_parts)
+        in_mask_folder = is_mask_path(path.relative_to(class_dir))
         if not is_image_file(path):
             other.append(path)
         elif in_mask_folder:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from covidcxr.config import AugmentConfig, TrainConfig
 from covidcxr.data.sample import Sample
@@ -142,6 +142,13 @@ class TensorImageDataset(Dataset):
                     image = self.transform(image)
         return {"image": image, "label": self.labels[index], "index": index}
 
+    def __getitems__(self, keys: list) -> dict[str, torch.Tensor]:
+        """A whole batch at once (the DataLoader calls this instead of ``__getitem__``): one
+        indexing operation instead of a Python loop and a collate per image."""
+        if self.transform is not None:
+            return default_collate([self[key] for key in keys])
+        return _gather(self.images, self.labels, keys)
+
 
 class FeatureDataset(Dataset):
     """Items ``{"image": float (D,), "label": int64, "index": int}`` of cached trunk features
@@ -156,6 +163,19 @@ class FeatureDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
         index = key[0] if isinstance(key, tuple) else key
         return {"image": self.features[index], "label": self.labels[index], "index": index}
+
+    def __getitems__(self, keys: list) -> dict[str, torch.Tensor]:
+        return _gather(self.features, self.labels, keys)
+
+
+def _gather(inputs: torch.Tensor, labels: torch.Tensor, keys: list) -> dict[str, torch.Tensor]:
+    index = torch.tensor([key[0] if isinstance(key, tuple) else key for key in keys])
+    return {"image": inputs[index], "label": labels[index], "index": index}
+
+
+def batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
 
 
 def augmentation(settings: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -112,7 +112,7 @@ def train(
     channels_last = spec.input_size >= 64  # faster convolutions and pooling on CPU
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
-    use_features = spec.frozen_trunk and not config.augment
+    use_features = spec.frozen_trunk and not config.augment and config.feature_cache
     loaders, features = _loaders(config, spec, network, data, use_features, progress_factory)
     module = ClassifierModule(
         network,
@@ -193,6 +193,7 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
         FeatureDataset,
         TensorImageDataset,
         augmentation,
+        batched,
         sample_weights,
     )
     from covidcxr.engine.inference import extract_features
@@ -224,6 +225,7 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
         "batch_size": config.batch_size,
         "num_workers": config.loader_workers,
         "persistent_workers": config.loader_workers > 0,
+        "collate_fn": batched,
     }
     return (
         DataLoader(train_set, sampler=sampler, **common),

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from covidcxr.models.base import ClassifierNetwork, keras_init
+from covidcxr.models.layers import FastDropout
 from covidcxr.models.registry import ModelSpec, register
 
 SEED_CNN_DROPOUT = 0.25
@@ -37,7 +38,7 @@ def _conv_block(index: int, in_channels: int, out_channels: int, dropout: float)
         # Not in place: relu3 is Grad-CAM's target, and backward hooks refuse in-place modules.
         (f"relu{index}", nn.ReLU()),
         (f"pool{index}", nn.MaxPool2d(2)),
-        (f"drop{index}", nn.Dropout(dropout)),
+        (f"drop{index}", FastDropout(dropout)),
     ]
 
 

@@ -18,6 +18,13 @@ _EXPORTS = {
     "discover": "covidcxr.data.layouts",
     "DatasetIndex": "covidcxr.data.layouts",
     "Sample": "covidcxr.data.sample",
+    "TrainConfig": "covidcxr.config",
+    "train": "covidcxr.engine.train",
+    "evaluate": "covidcxr.engine.evaluate",
+    "load_model": "covidcxr.artifact",
+    "predict_files": "covidcxr.predict",
+    "create_model": "covidcxr.models",
+    "list_models": "covidcxr.models",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -331,12 +331,14 @@ def train_command(
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401  (configures its logger on import; quieted below)
+
     from covidcxr.engine.train import train
     from covidcxr.models import WeightsUnavailableError
 
     # Lightning's start-up banner and tips say nothing our own summary does not.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
     bars = _ProgressFactory(config.quiet)
     try:

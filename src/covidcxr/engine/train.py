@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +158,10 @@ def train(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, *loaders, ckpt_path=last_checkpoint if resume else None)
+    with warnings.catch_warnings():
+        # a frozen trunk stays in eval mode on purpose (BatchNorm statistics must not move)
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        trainer.fit(module, *loaders, ckpt_path=last_checkpoint if resume else None)
     if not trainer.is_global_zero:
         return None
 

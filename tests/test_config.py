@@ -27,9 +27,7 @@ def test_model_defaults_fill_what_is_not_set() -> None:
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
-    config = resolve(
-        TrainConfig(data="d", augment=True, augmentation=AugmentConfig(rotation=5.0))
-    )
+    config = resolve(TrainConfig(data="d", augment=True, augmentation=AugmentConfig(rotation=5.0)))
     path = save_yaml(config, tmp_path / "config.yaml")
     assert config_from_mapping(load_yaml(path)) == config
 

@@ -24,6 +24,7 @@ import numpy as np
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
+SEGMENTER_DIR = "segmenter"
 PREPROCESSING = (
     "covidcxr.io.read_image (grey float in [0, 1], bright = dense), then "
     "covidcxr.data.transforms.resize_image to input_size x input_size (stretch, anti-aliased "
@@ -44,6 +45,9 @@ class ModelCard:
     target_layer: str
     temperature: float = 1.0
     task: str = "classification"
+    threshold: float = 0.5
+    postprocess: bool = False
+    lungs: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
     preprocessing: str = PREPROCESSING
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -117,22 +121,57 @@ class Classifier:
 
     def __init__(self, network: Any, card: ModelCard, folder: Path) -> None:
         self.network, self.card, self.folder = network, card, folder
+        self._segmenter: Segmenter | None = None
 
     @property
     def class_names(self) -> list[str]:
         return list(self.card.class_names)
 
+    @property
+    def lung_mode(self) -> str:
+        """What the classifier was trained to see: ``none``, ``crop`` or ``mask`` (lungs)."""
+        return str((self.card.lungs or {}).get("mode", "none"))
+
+    def use_segmenter(self, segmenter: str | Path | Segmenter) -> None:
+        """Segment lungs with this model (for a classifier trained with --lungs crop/mask)."""
+        loaded = segmenter if isinstance(segmenter, Segmenter) else load_model(segmenter)
+        if not isinstance(loaded, Segmenter):
+            raise ValueError(f"{segmenter}: not a lung segmentation model")
+        self._segmenter = loaded
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """The lung segmenter this classifier's preprocessing needs: one set with
+        :meth:`use_segmenter`, else the one saved inside the model folder."""
+        if self._segmenter is None:
+            bundled = self.folder / SEGMENTER_DIR
+            if not (bundled / CARD_FILE).is_file():
+                raise ValueError(
+                    f"{self.folder}: this classifier sees only the lungs (--lungs "
+                    f"{self.lung_mode}) and was trained on the dataset's own masks; pass a lung "
+                    "segmentation model (--seg-model) to use it on other images"
+                )
+            self.use_segmenter(bundled)
+        assert self._segmenter is not None
+        return self._segmenter
+
+    def focus(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The images as the classifier was trained to see them (lung crop / mask)."""
+        if self.lung_mode == "none":
+            return list(images)
+        from covidcxr.data.lungs import focus_on_lungs
+
+        margin = float(self.card.lungs.get("margin", 0.05))
+        masks = self.segmenter.predict_masks(images)
+        return [
+            focus_on_lungs(image, mask, self.lung_mode, margin)
+            for image, mask in zip(images, masks, strict=True)
+        ]
+
     def prepare(self, images: Sequence[np.ndarray]) -> Any:
-        """uint8 tensor ``(N, 1, S, S)`` of images in the covidcxr convention."""
-        import torch
-
-        from covidcxr.data.transforms import resize_image
-
-        size = (self.card.input_size, self.card.input_size)
-        if not images:
-            return torch.zeros((0, 1, *size), dtype=torch.uint8)
-        stacked = np.stack([resize_image(image, size) for image in images])
-        return torch.from_numpy(stacked).unsqueeze(1)
+        """uint8 tensor ``(N, 1, S, S)`` of images in the covidcxr convention, lung-focused as
+        in training."""
+        return prepare_images(self.focus(images), self.card.input_size)
 
     def predict_proba(
         self,
@@ -171,8 +210,71 @@ class Classifier:
         return f"Classifier({self.card.model!r}, classes={self.class_names}, from {self.folder})"
 
 
-def load_model(path: str | Path) -> Classifier:
-    """Load a saved model (folder, run folder, or one of its two files) for inference on CPU."""
+class Segmenter:
+    """A loaded lung-segmentation model: ``network`` (eval mode, CPU) plus its card.
+
+    :meth:`predict_masks` returns one bool lung mask per image at that image's own size: the
+    probability map is resized back (bilinear), thresholded at ``card.threshold`` and, when the
+    card says so, post-processed (two largest components kept, holes filled).
+    """
+
+    def __init__(self, network: Any, card: ModelCard, folder: Path) -> None:
+        self.network, self.card, self.folder = network, card, folder
+
+    def predict_probabilities(self, images: Sequence[np.ndarray], batch_size: int = 8) -> Any:
+        """Lung probabilities ``(N, S, S)`` at the model's input size."""
+        from covidcxr.engine.segmentation import predict_probabilities
+
+        prepared = prepare_images(images, self.card.input_size)
+        return predict_probabilities(
+            self.network, prepared, self.card.mean, self.card.std, batch_size
+        )
+
+    def predict_masks(
+        self,
+        images: Sequence[np.ndarray],
+        batch_size: int = 8,
+        postprocess: bool | None = None,
+    ) -> list[np.ndarray]:
+        """Bool lung masks, each the size of its input image (float (H, W) in [0, 1])."""
+        from PIL import Image
+
+        from covidcxr.segmentation.postprocess import postprocess_lungs
+
+        clean = self.card.postprocess if postprocess is None else postprocess
+        masks = []
+        for image, probability in zip(
+            images, self.predict_probabilities(images, batch_size), strict=True
+        ):
+            height, width = image.shape
+            resized = Image.fromarray(probability.numpy().astype(np.float32), mode="F").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+            mask = np.asarray(resized) >= self.card.threshold
+            masks.append(postprocess_lungs(mask) if clean else mask)
+        return masks
+
+    def __repr__(self) -> str:
+        return f"Segmenter({self.card.model!r}, from {self.folder})"
+
+
+def prepare_images(images: Sequence[np.ndarray], input_size: int) -> Any:
+    """uint8 tensor ``(N, 1, S, S)`` of images in the covidcxr convention, resized exactly as
+    the training cache does."""
+    import torch
+
+    from covidcxr.data.transforms import resize_image
+
+    size = (input_size, input_size)
+    if not images:
+        return torch.zeros((0, 1, *size), dtype=torch.uint8)
+    stacked = np.stack([resize_image(image, size) for image in images])
+    return torch.from_numpy(stacked).unsqueeze(1)
+
+
+def load_model(path: str | Path) -> Classifier | Segmenter:
+    """Load a saved model (folder, run folder, or one of its two files) for inference on CPU:
+    a :class:`Classifier` or, for a segmentation model, a :class:`Segmenter`."""
     from safetensors.torch import load_file
 
     from covidcxr.models import create_model
@@ -181,14 +283,18 @@ def load_model(path: str | Path) -> Classifier:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: the model's weights are missing")
-    network = create_model(card.model, num_classes=card.num_classes, weights=None)
+    if card.task == "segmentation":
+        network = create_model(card.model, weights=None)
+    else:
+        network = create_model(card.model, num_classes=card.num_classes, weights=None)
     state = load_file(str(weights))
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{weights}: weights do not fit a {card.model} ({error})") from None
     network.eval()
-    return Classifier(network, card, folder)
+    kind = Segmenter if card.task == "segmentation" else Classifier
+    return kind(network, card, folder)
 
 
 def _write_json(path: Path, data: Any) -> None:

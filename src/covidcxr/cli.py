@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, generate, split and cache datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+segment_app = typer.Typer(help="Lung segmentation: train, predict, evaluate.", no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
 
 Classes = Annotated[
     int, typer.Option("--classes", help="3 (Normal, COVID, Viral Pneumonia) or 4 (+ Lung Opacity).")
@@ -245,6 +247,14 @@ def train_command(
     balance: Annotated[
         str | None, typer.Option(help="Class imbalance: none, weights (loss) or sampler.")
     ] = None,
+    lungs: Annotated[
+        str | None,
+        typer.Option(help="What the classifier sees: none, crop (lung box) or mask (lungs only)."),
+    ] = None,
+    seg_model: Annotated[
+        Path | None,
+        typer.Option(help="Lung segmentation model for --lungs (default: the dataset's masks)."),
+    ] = None,
     feature_cache: Annotated[
         bool | None,
         typer.Option(
@@ -284,6 +294,53 @@ def train_command(
 ) -> None:
     """Train a classifier (the paper's models and stronger backbones) with early stopping,
     checkpoints, curves, confusion matrix, metrics and a saved model."""
+    parts = None
+    if fractions is not None:
+        try:
+            parts = [float(part) for part in fractions.split(",")]
+        except ValueError:
+            raise _fail(
+                f"--fractions should be numbers like 0.7,0.1,0.2, got {fractions!r}"
+            ) from None
+    flags = _train_overrides(
+        data=None if data is None else str(data),
+        model=model,
+        out=None if out is None else str(out),
+        augment=augment,
+        balance=balance,
+        lungs=lungs,
+        seg_model=None if seg_model is None else str(seg_model),
+        feature_cache=feature_cache,
+        max_epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=patience,
+        fractions=parts,
+        seed=seed,
+        split=None if split is None else str(split),
+        weights=weights,
+        num_classes=classes,
+        accelerator=accelerator,
+        devices=_devices(devices),
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=precision,
+        decode_workers=workers,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    _run_training(flags, config_file, resume, out, quiet, task="classification")
+
+
+def _run_training(
+    flags: dict[str, object],
+    config_file: Path | None,
+    resume: bool,
+    out: Path | None,
+    quiet: bool,
+    task: str,
+) -> None:
+    """Settings from the YAML file (the run's own on --resume) overridden by the flags given,
+    then the training engine, with Lightning's chatter quieted."""
     from covidcxr.config import config_from_mapping, load_yaml
 
     try:
@@ -295,36 +352,16 @@ def train_command(
                 raise FileNotFoundError(f"{out}: nothing to resume (no config.yaml there)")
             config_file = saved
         settings = load_yaml(config_file) if config_file is not None else {}
-        parts = None
-        if fractions is not None:
-            parts = [float(part) for part in fractions.split(",")]
-        settings |= _train_overrides(
-            data=None if data is None else str(data),
-            model=model,
-            out=None if out is None else str(out),
-            augment=augment,
-            balance=balance,
-            feature_cache=feature_cache,
-            max_epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            patience=patience,
-            fractions=parts,
-            seed=seed,
-            split=None if split is None else str(split),
-            weights=weights,
-            num_classes=classes,
-            accelerator=accelerator,
-            devices=_devices(devices),
-            strategy=strategy,
-            num_nodes=num_nodes,
-            precision=precision,
-            decode_workers=workers,
-            cache_dir=None if cache_dir is None else str(cache_dir),
-        )
+        settings |= flags
         if quiet:
             settings["quiet"] = True
         config = config_from_mapping(settings)
+        from covidcxr.models import get_model_spec
+
+        spec = get_model_spec(config.model)
+        if spec.task != task:
+            command = "covidcxr segment train" if spec.task == "segmentation" else "covidcxr train"
+            raise ValueError(f"{spec.name} is a {spec.task} model: train it with `{command}`")
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
 
@@ -380,6 +417,9 @@ def evaluate_command(
         Path | None, typer.Option(help="Score only one part of this split CSV.")
     ] = None,
     subset: Annotated[str, typer.Option(help="Which part of --split: train, val, test.")] = "test",
+    seg_model: Annotated[
+        Path | None, typer.Option(help="Lung segmenter for a classifier trained with --lungs.")
+    ] = None,
     workers: Workers = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
     quiet: Quiet = False,
@@ -390,7 +430,7 @@ def evaluate_command(
     target = out or (model / "evaluation")
     bars = _ProgressFactory(quiet)
     try:
-        metrics = evaluate(model, data, target, split, subset, workers, cache_dir, bars)
+        metrics = evaluate(model, data, target, split, subset, workers, cache_dir, bars, seg_model)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     finally:
@@ -420,6 +460,9 @@ def predict_command(
         Path | None, typer.Option(help="Write predictions here (.csv or .json).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    seg_model: Annotated[
+        Path | None, typer.Option(help="Lung segmenter for a classifier trained with --lungs.")
+    ] = None,
     workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
@@ -428,7 +471,7 @@ def predict_command(
 
     try:
         with _progress("Predicting", quiet) as progress:
-            result = predict_files(model, inputs, out, batch_size, workers, progress)
+            result = predict_files(model, inputs, out, batch_size, workers, progress, seg_model)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     if out is None:
@@ -470,6 +513,123 @@ def compare_command(
         raise _fail(str(error)) from None
 
 
+@segment_app.command("train")
+def segment_train(
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder with lung masks (or a manifest).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/unet).")] = None,
+    model: Annotated[str, typer.Option(help="Segmentation model.")] = "unet",
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of settings; flags override it.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs (default 30).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 8).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Early stopping: epochs without a lower val loss.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    split: Annotated[Path | None, typer.Option(help="Use this split CSV.")] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Random left-right flips.")
+    ] = None,
+    postprocess: Annotated[
+        bool | None,
+        typer.Option(
+            "--postprocess/--no-postprocess",
+            help="Keep the two largest lung parts and fill holes (measured both ways).",
+        ),
+    ] = None,
+    accelerator: Annotated[str | None, typer.Option(help="auto, cpu, gpu...")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices per node.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, ddp...")] = None,
+    workers: Workers = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a lung U-Net on the dataset's own masks (any mask size, grey or RGB)."""
+    flags = _train_overrides(
+        data=None if data is None else str(data),
+        model=model if not resume else None,
+        out=str(out or Path("runs") / model),
+        max_epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=patience,
+        seed=seed,
+        split=None if split is None else str(split),
+        augment=augment,
+        postprocess=postprocess,
+        accelerator=accelerator,
+        devices=_devices(devices),
+        strategy=strategy,
+        decode_workers=workers,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    _run_training(flags, config_file, resume, out, quiet, task="segmentation")
+
+
+@segment_app.command("predict")
+def segment_predict(
+    model: Annotated[Path, typer.Argument(help="A segmentation run or model folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for the mask and overlay PNGs.")],
+    postprocess: Annotated[
+        bool | None, typer.Option("--postprocess/--no-postprocess", help="Override the model's.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Lung masks at each input's own size, plus overlays of the lung outline on the X-ray."""
+    from covidcxr.segmentation.inference import segment_files
+
+    try:
+        with _progress("Segmenting", quiet) as progress:
+            result = segment_files(model, inputs, out, postprocess, progress)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"Wrote {len(result.rows)} masks and overlays to {out}")
+    if result.failures:
+        typer.echo(f"{len(result.failures)} files skipped:", err=True)
+        for path, reason in result.failures:
+            typer.echo(f"  {path}: {reason}", err=True)
+
+
+@segment_app.command("evaluate")
+def segment_evaluate(
+    model: Annotated[Path, typer.Argument(help="A segmentation run or model folder.")],
+    data: Annotated[Path, typer.Option(help="Dataset with lung masks.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default MODEL/evaluation).")
+    ] = None,
+    split: Annotated[Path | None, typer.Option(help="Score one part of this split CSV.")] = None,
+    subset: Annotated[str, typer.Option(help="Which part of --split.")] = "test",
+    postprocess: Annotated[
+        bool | None, typer.Option("--postprocess/--no-postprocess", help="Override the model's.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Dice, IoU and 95 % Hausdorff distance per image and averaged, and the worst cases."""
+    from covidcxr.segmentation.inference import evaluate_segmentation
+
+    target = out or (model / "evaluation")
+    try:
+        with _progress("Segmenting", quiet) as progress:
+            metrics = evaluate_segmentation(
+                model, data, target, split, subset, postprocess, progress
+            )
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    hd95 = "n/a" if metrics["hd95"] is None else f"{metrics['hd95']:.2f} px"
+    typer.echo(
+        f"{metrics['model']} on {metrics['num_images']} images: Dice {metrics['dice']:.4f}, "
+        f"IoU {metrics['iou']:.4f}, HD95 {hd95} (post-processing "
+        f"{'on' if metrics['postprocess'] else 'off'})"
+    )
+    typer.echo(f"Outputs in {target}: metrics.json, per_image.csv, worst_cases.png")
+
+
 @app.command("models")
 def models_command() -> None:
     """The registered models with their input size and paper defaults."""
@@ -477,7 +637,8 @@ def models_command() -> None:
 
     for name in list_models():
         spec = get_model_spec(name)
-        typer.echo(f"{name:<20} {spec.input_size}x{spec.input_size}  {spec.description}")
+        size = f"{spec.input_size}x{spec.input_size}"
+        typer.echo(f"{name:<20} {spec.task:<14} {size:<8} {spec.description}")
 
 
 def run() -> None:  # pragma: no cover - console-script shim for `python -m covidcxr`

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 BALANCE_CHOICES = ("none", "weights", "sampler")
+LUNG_CHOICES = ("none", "crop", "mask")
+"""What the classifier sees: the whole image, the lungs' bounding box, or only the lungs."""
 NO_WEIGHTS = "none"
 """``weights`` value for random initialisation (``None`` means the model's default)."""
 
@@ -43,6 +45,10 @@ class TrainConfig:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     balance: str = "none"
     feature_cache: bool = True
+    postprocess: bool = True
+    lungs: str = "none"
+    seg_model: str | None = None
+    lung_margin: float = 0.05
     batch_size: int | None = None
     max_epochs: int | None = None
     patience: int = 3
@@ -96,6 +102,8 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
         raise ValueError(
             f"balance should be one of {', '.join(BALANCE_CHOICES)}, got {config.balance!r}"
         )
+    if config.lungs not in LUNG_CHOICES:
+        raise ValueError(f"lungs should be one of {', '.join(LUNG_CHOICES)}, got {config.lungs!r}")
     return config
 
 

@@ -54,10 +54,13 @@ def predict_files(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    seg_model: str | Path | None = None,
 ) -> PredictionResult:
     """Predict every image under ``inputs`` with ``model`` (a path or a loaded
     :class:`covidcxr.artifact.Classifier`). With ``out`` (``.csv`` or ``.json``) the rows are
-    written there too. Unreadable files are skipped and listed in ``failures``."""
+    written there too. Unreadable files are skipped and listed in ``failures``. A classifier
+    trained on lungs only (``--lungs``) segments them first, with its bundled segmenter or
+    ``seg_model``."""
     import torch
 
     from covidcxr.artifact import Classifier, load_model
@@ -66,6 +69,14 @@ def predict_files(
 
     tune_allocator()
     classifier = model if isinstance(model, Classifier) else load_model(model)
+    if not isinstance(classifier, Classifier):
+        raise ValueError(
+            f"{model}: is a lung segmentation model; use `covidcxr segment predict` for masks"
+        )
+    if seg_model is not None:
+        classifier.use_segmenter(seg_model)
+    if classifier.lung_mode != "none":
+        classifier.segmenter  # noqa: B018  (fail now, before reading thousands of files)
     files, failures = find_image_files(inputs)
     result = PredictionResult(failures=failures)
     names = classifier.class_names
@@ -127,14 +138,16 @@ def write_predictions(result: PredictionResult, out: Path, class_names: Sequence
     return out
 
 
-def _read_resized(job: tuple[Path, int]) -> tuple[np.ndarray | None, str | None]:
-    """uint8 (size, size) of one file, or the reason it could not be read."""
+def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str | None]:
+    """uint8 (size, size) of one file (or the float image itself when size is None), or the
+    reason it could not be read."""
     from covidcxr.data.transforms import resize_image
     from covidcxr.io import ImageReadError, read_image
 
     path, size = job
     try:
-        return resize_image(read_image(path), (size, size)), None
+        image = read_image(path)
+        return (image if size is None else resize_image(image, (size, size))), None
     except (ImageReadError, OSError) as error:
         reason = error.reason if isinstance(error, ImageReadError) else str(error)
         return None, reason

@@ -128,8 +128,8 @@ def test_format_table_shows_percentages_with_two_decimals(two_runs):
     assert set(rule) == {"-", " "}
     for number in ["94.51", "91.69", "91.55", "95.00", "88.00", "81.23", "88.46"]:
         assert number in cnn.split(), number
-    assert cnn.split()[:4] == ["cnn", "paper_cnn", "25", "22"]
-    assert vgg.split()[:5] == ["vgg16", "vgg16", "10", "n/a", "n/a"]
+    assert cnn.split()[:5] == ["cnn", "paper_cnn", "none", "25", "22"]
+    assert vgg.split()[:6] == ["vgg16", "vgg16", "none", "10", "n/a", "n/a"]
     assert "94.00" in vgg and "90.00" in vgg
     # Columns line up: every line puts the test accuracy's last digit at the same place.
     end = header.index("test acc %") + len("test acc %")
@@ -252,8 +252,8 @@ def test_run_without_test_split_shows_n_a_and_is_left_out_of_the_figure(tmp_path
     assert (row.test_accuracy, row.macro_f1, row.confusion_matrix) == (None, None, None)
     assert row.recall == dict.fromkeys(NAMES)
     line = format_table(table).splitlines()[-1]
-    assert line.split()[:6] == ["no-test", "m", "25", "22", "94.51", "91.69"]
-    assert line.split()[6:] == ["n/a"] * 5
+    assert line.split()[:7] == ["no-test", "m", "none", "25", "22", "94.51", "91.69"]
+    assert line.split()[7:] == ["n/a"] * 5
     assert plot_test_confusion_matrices(table, tmp_path / "cms.png").is_file()
     with pytest.raises(ValueError, match="no run in the table has a test confusion matrix"):
         plot_test_confusion_matrices(compare_runs([no_test]), tmp_path / "none.png")
@@ -270,6 +270,7 @@ def test_evaluation_folder_without_training_fields_reads_as_n_a(tmp_path):
     assert line.split() == [
         "external",
         "vgg16",
+        "none",
         *["n/a"] * 4,
         "93.00",
         "90.00",

@@ -3,31 +3,82 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from covidcxr.models import ModelSpec, create_model, get_model_spec, list_models
+from covidcxr.models import TASKS, ModelSpec, create_model, get_model_spec, list_models
 
 PAPER_AND_BACKBONES = ["seed-cnn", "vgg16", "densenet121", "resnet50", "efficientnet-lite0"]
+TEST_NETWORKS = {"tiny-cnn", "tiny-frozen-cnn", "tiny-unet"}
 
 
 def test_list_models_puts_paper_models_first_and_hides_test_networks():
-    assert list_models() == PAPER_AND_BACKBONES
+    assert list_models() == [*PAPER_AND_BACKBONES, "unet", "unet-lite"]
     with_tests = list_models(include_test=True)
-    assert set(with_tests) - set(PAPER_AND_BACKBONES) == {"tiny-cnn", "tiny-frozen-cnn"}
-    assert all(get_model_spec(name).test_only for name in ("tiny-cnn", "tiny-frozen-cnn"))
+    assert set(with_tests) - set(list_models()) == TEST_NETWORKS
+    assert all(get_model_spec(name).test_only for name in TEST_NETWORKS)
+
+
+def test_list_models_by_task():
+    assert list_models(task="classification") == PAPER_AND_BACKBONES
+    assert list_models(task="segmentation") == ["unet", "unet-lite"]
+    assert list_models(include_test=True, task="segmentation") == ["unet", "unet-lite", "tiny-unet"]
+    for task in TASKS:
+        assert all(get_model_spec(n).task == task for n in list_models(True, task=task))
+    by_task = [n for task in TASKS for n in list_models(include_test=True, task=task)]
+    assert sorted(by_task) == sorted(list_models(include_test=True))
+
+
+def test_list_models_rejects_an_unknown_task():
+    with pytest.raises(ValueError, match=r"classification, segmentation, got 'detection'"):
+        list_models(task="detection")
+
+
+def test_listing_order_does_not_depend_on_which_family_is_imported_first():
+    """Importing a family module before the first lookup registers it early; the listing
+    still follows the family order."""
+    code = (
+        "import covidcxr.models.transfer, covidcxr.models.unet\n"
+        "from covidcxr.models.registry import list_models\n"
+        "print(','.join(list_models(include_test=True)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip().split(",") == list_models(include_test=True)
+
+
+def test_listing_the_models_imports_no_heavy_library():
+    code = (
+        "import sys\n"
+        "from covidcxr.models import get_model_spec, list_models\n"
+        "list_models(include_test=True); get_model_spec('unet')\n"
+        "print(','.join(m for m in ('monai', 'torchvision', 'timm') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == ""
 
 
 @pytest.mark.parametrize(
     ("typo", "suggestion"),
-    [("vgg-16", "vgg16"), ("seedcnn", "seed-cnn"), ("resnet-50", "resnet50"), ("VGG16", "vgg16")],
+    [
+        ("vgg-16", "vgg16"),
+        ("seedcnn", "seed-cnn"),
+        ("resnet-50", "resnet50"),
+        ("VGG16", "vgg16"),
+        ("U-Net", "unet"),
+    ],
 )
 def test_unknown_name_suggests_the_closest_and_lists_all(typo, suggestion):
     with pytest.raises(ValueError, match=f"Did you mean '{suggestion}'") as caught:
         create_model(typo)
     message = str(caught.value)
-    assert all(name in message for name in PAPER_AND_BACKBONES)
+    assert all(name in message for name in list_models())
     with pytest.raises(ValueError, match=f"'{suggestion}'"):
         get_model_spec(typo)
 
@@ -68,8 +119,9 @@ def test_paper_specs():
 def test_spec_is_frozen_hashable_and_complete(name):
     spec = get_model_spec(name)
     assert isinstance(spec, ModelSpec) and spec.name == name
-    assert spec.in_channels == 3 and spec.input_size > 0
-    assert len(spec.mean) == 3 and len(spec.std) == 3 and all(s > 0 for s in spec.std)
+    assert spec.task in TASKS and spec.input_size > 0
+    assert spec.in_channels == (3 if spec.task == "classification" else 1)
+    assert len(spec.mean) == len(spec.std) == spec.in_channels and all(s > 0 for s in spec.std)
     assert {"max_epochs", "fractions", "batch_size", "learning_rate"} <= set(spec.defaults)
     assert abs(sum(spec.defaults["fractions"]) - 1) < 1e-9
     assert spec.description
@@ -78,6 +130,25 @@ def test_spec_is_frozen_hashable_and_complete(name):
         spec.input_size = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         spec.defaults["max_epochs"] = 1  # type: ignore[index]
+
+
+def spec_fields(**overrides) -> dict:
+    spec = get_model_spec("tiny-cnn")
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)} | overrides
+
+
+def test_spec_task_defaults_to_classification_and_is_checked():
+    fields = spec_fields()
+    del fields["task"]
+    assert ModelSpec(**fields).task == "classification"
+    with pytest.raises(ValueError, match=r"task should be one of .*, got 'detection'"):
+        ModelSpec(**spec_fields(task="detection"))
+
+
+def test_spec_normalisation_needs_one_value_per_channel():
+    with pytest.raises(ValueError, match=r"one value per input channel \(1\), got mean=\(0.0, 0"):
+        ModelSpec(**spec_fields(in_channels=1))
+    ModelSpec(**spec_fields(in_channels=1, mean=(0.5,), std=(0.5,)))
 
 
 @pytest.mark.parametrize("num_classes", [0, -1, 2.5, True])
@@ -102,3 +173,5 @@ def test_network_carries_its_spec_and_default_weights_apply():
     network = create_model("seed-cnn")  # default weights: None for the CNN, so no download
     assert network.spec is get_model_spec("seed-cnn")
     assert network.num_classes == 3 and network.num_features == 1600
+    segmenter = create_model("tiny-unet")  # default num_classes: 1 mask channel
+    assert segmenter.spec is get_model_spec("tiny-unet") and segmenter.num_classes == 1

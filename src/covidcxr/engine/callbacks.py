@@ -50,23 +50,28 @@ class EpochSeeding(pl.Callback):
 
 
 HISTORY_FILE = "history.csv"
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "train_seconds",
-    "train_images_per_second",
-)
+
+
+def history_columns(score: str) -> tuple[str, ...]:
+    """history.csv's columns for a module whose quality score is ``score`` (accuracy, dice)."""
+    return (
+        "epoch",
+        "train_loss",
+        f"train_{score}",
+        "val_loss",
+        f"val_{score}",
+        "train_seconds",
+        "train_images_per_second",
+    )
 
 
 class EpochHistory(pl.Callback):
     """Writes one row per epoch to ``history.csv`` (rewritten atomically each epoch) and keeps
     the rows in checkpoints, so a resumed run continues the same file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, score: str = "accuracy") -> None:
         self.path = Path(path)
+        self.score = score
         self.rows: list[dict[str, float]] = []
         self._started = 0.0
         self._train_seconds = 0.0
@@ -87,9 +92,9 @@ class EpochHistory(pl.Callback):
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_loss": train["loss"],
-            "train_accuracy": train["accuracy"],
+            f"train_{self.score}": train["score"],
             "val_loss": float(metrics["val_loss"]),
-            "val_accuracy": float(metrics["val_accuracy"]),
+            f"val_{self.score}": float(metrics[f"val_{self.score}"]),
             "train_seconds": seconds,
             "train_images_per_second": train["images"] / seconds if seconds > 0 else 0.0,
         }
@@ -101,7 +106,7 @@ class EpochHistory(pl.Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.partial")
         with temporary.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=history_columns(self.score))
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(temporary, self.path)

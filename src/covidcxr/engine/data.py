@@ -27,6 +27,7 @@ class SplitTensors:
     images: torch.Tensor
     labels: torch.Tensor
     samples: list[Sample]
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,12 +48,14 @@ def prepare_data(
     input_size: int,
     run_dir: Path,
     progress_factory: Callable[[str], Callable[[int, int], None] | None] = lambda _: None,
+    with_masks: bool = False,
 ) -> PreparedData:
     """Split (or reuse the run's / the given split), then load every image through the cache.
 
     The split file is ``run_dir/splits.csv``; an existing one is reused (that is how ``--resume``
     and the extra processes of a multi-device run see the same split). ``config.split`` names a
-    split CSV of the user's own, read against the dataset's root.
+    split CSV of the user's own, read against the dataset's root. ``with_masks`` (segmentation)
+    keeps only the images that have a lung mask and loads the masks too (0/1 uint8).
     """
     from covidcxr.data.cache import ImageCache
     from covidcxr.data.classes import class_names
@@ -86,25 +89,69 @@ def prepare_data(
             f"{split_file}: split names should be train, val and test, got {', '.join(unknown)}"
         )
 
+    if with_masks:
+        kept = [(s, split) for s, split in zip(samples, split_names, strict=True) if s.mask_path]
+        if not kept:
+            raise ValueError(
+                f"{config.data}: no lung masks found; segmentation needs masks beside the images "
+                "(<Class>/masks/ as in the COVID-19 Radiography Database, or a manifest's mask "
+                "column)"
+            )
+        samples, split_names = [s for s, _ in kept], [split for _, split in kept]
     cache = ImageCache(Path(config.cache_dir) if config.cache_dir else None)
-    batch = cache.get_many(
-        [s.path for s in samples],
-        (input_size, input_size),
-        workers=config.decode_workers,
-        progress=progress_factory(f"Loading images at {input_size}x{input_size}"),
-    )
+    size = (input_size, input_size)
+    if config.lungs != "none":
+        segmenter = None
+        if config.seg_model is not None:
+            from covidcxr.segmentation.inference import load_segmenter
+
+            segmenter = load_segmenter(config.seg_model)
+        batch = load_lung_focused(
+            samples,
+            config.lungs,
+            config.lung_margin,
+            input_size,
+            segmenter,
+            config.decode_workers,
+            progress_factory(f"Focusing on the lungs ({config.lungs})"),
+        )
+    else:
+        batch = cache.get_many(
+            [s.path for s in samples],
+            size,
+            workers=config.decode_workers,
+            progress=progress_factory(f"Loading images at {input_size}x{input_size}"),
+        )
     unreadable.extend(batch.failures)
+    ok = batch.ok
     images = torch.from_numpy(batch.array).unsqueeze(1)
+    masks = None
+    if with_masks:
+        mask_batch = cache.get_many(
+            [s.mask_path for s in samples],
+            size,
+            kind="mask",
+            workers=config.decode_workers,
+            progress=progress_factory("Loading lung masks"),
+        )
+        unreadable.extend(mask_batch.failures)
+        ok = ok & mask_batch.ok
+        masks = torch.from_numpy(mask_batch.array).unsqueeze(1)
     splits: dict[str, SplitTensors] = {}
     for name in ("train", "val", "test"):
-        keep = [i for i, s in enumerate(split_names) if s == name and batch.ok[i]]
+        keep = [i for i, s in enumerate(split_names) if s == name and ok[i]]
         labels = torch.tensor([samples[i].label for i in keep], dtype=torch.int64)
         if labels.numel() and int(labels.max()) >= len(names):
             raise ValueError(
                 f"{split_file}: labels up to {int(labels.max())} but {len(names)} classes; "
                 f"pass the same --classes as the split was made with"
             )
-        splits[name] = SplitTensors(images[keep], labels, [samples[i] for i in keep])
+        splits[name] = SplitTensors(
+            images[keep],
+            labels,
+            [samples[i] for i in keep],
+            None if masks is None else masks[keep],
+        )
     for name in ("train", "val"):
         if len(splits[name]) == 0:
             raise ValueError(f"{split_file}: the {name} split is empty; use more images")
@@ -241,3 +288,83 @@ def describe_splits(data: PreparedData) -> str:
         per_class = ", ".join(f"{c} {n}" for c, n in zip(data.class_names, counts, strict=True))
         lines.append(f"  {name:<5} {len(split):>7,}  ({per_class})")
     return "\n".join(lines)
+
+
+@dataclass
+class FocusedBatch:
+    """Lung-focused images (uint8 (N, S, S)), which could be made, and why not."""
+
+    array: np.ndarray
+    ok: np.ndarray
+    failures: list[tuple[Path, str]]
+
+
+def load_lung_focused(
+    samples: list[Sample],
+    mode: str,
+    margin: float,
+    input_size: int,
+    segmenter=None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FocusedBatch:
+    """Every image cropped to its lungs or with everything outside them set to black
+    (``mode``), then resized like the cache does. Lung masks come from ``segmenter`` (a
+    :class:`covidcxr.artifact.Segmenter`) when given, else from the dataset's own masks (every
+    image then needs one). Not cached on disk: the masks decide the pixels."""
+    from covidcxr.data.lungs import focus_on_lungs
+    from covidcxr.data.scan import parallel_map
+    from covidcxr.data.transforms import resize_image
+    from covidcxr.io import ImageReadError, read_image
+
+    size = (input_size, input_size)
+    array = np.zeros((len(samples), input_size, input_size), dtype=np.uint8)
+    ok = np.zeros(len(samples), dtype=bool)
+    failures: list[tuple[Path, str]] = []
+    if segmenter is None:
+        missing = [s.path for s in samples if s.mask_path is None]
+        if missing:
+            raise ValueError(
+                f"--lungs {mode}: {len(missing)} images have no lung mask in the dataset "
+                f"(e.g. {missing[0]}); pass --seg-model RUN to segment them"
+            )
+        jobs = [(s.path, s.mask_path, mode, margin, size) for s in samples]
+        for index, (pixels, error) in enumerate(
+            parallel_map(_focused_from_file_mask, jobs, workers, progress)
+        ):
+            if error is None:
+                array[index], ok[index] = pixels, True
+            else:
+                failures.append((samples[index].path, error))
+        return FocusedBatch(array, ok, failures)
+
+    chunk = 32
+    for start in range(0, len(samples), chunk):
+        images, positions = [], []
+        for index in range(start, min(len(samples), start + chunk)):
+            try:
+                images.append(read_image(samples[index].path))
+                positions.append(index)
+            except (ImageReadError, OSError) as error:
+                failures.append((samples[index].path, getattr(error, "reason", str(error))))
+        for index, image, mask in zip(
+            positions, images, segmenter.predict_masks(images) if images else [], strict=True
+        ):
+            focused = focus_on_lungs(image, mask, mode, margin)
+            array[index], ok[index] = resize_image(focused, size), True
+        if progress is not None:
+            progress(min(len(samples), start + chunk), len(samples))
+    return FocusedBatch(array, ok, failures)
+
+
+def _focused_from_file_mask(job) -> tuple[np.ndarray | None, str | None]:
+    from covidcxr.data.lungs import focus_on_lungs
+    from covidcxr.data.transforms import resize_image
+    from covidcxr.io import ImageReadError, read_image, read_mask
+
+    path, mask_path, mode, margin, size = job
+    try:
+        focused = focus_on_lungs(read_image(path), read_mask(mask_path), mode, margin)
+        return resize_image(focused, size), None
+    except (ImageReadError, OSError) as error:
+        return None, getattr(error, "reason", str(error))

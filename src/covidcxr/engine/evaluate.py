@@ -23,12 +23,14 @@ def evaluate(
     workers: int | None = None,
     cache_dir: str | Path | None = None,
     progress_factory: ProgressFactory = lambda _: None,
+    seg_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score the model at ``model`` (a model folder or a run folder) on the dataset at ``data``:
     every image it holds, or only the ``subset`` rows of ``split_file`` (e.g. the run's
     ``splits.csv``). Writes ``metrics.json``, ``confusion_matrix.png`` / ``.csv`` and
     ``predictions.csv`` to ``out`` and returns the metrics. Unreadable images are skipped and
-    listed in the metrics."""
+    listed in the metrics. A classifier trained on lungs only segments them with ``seg_model``
+    or its bundled segmenter, else with the dataset's own masks."""
     from covidcxr.artifact import load_model
     from covidcxr.data.cache import ImageCache
     from covidcxr.data.layouts import discover
@@ -39,6 +41,8 @@ def evaluate(
 
     tune_allocator()
     classifier = load_model(model)
+    if classifier.card.task != "classification":
+        raise ValueError(f"{model}: is a segmentation model; use `covidcxr segment evaluate`")
     names = classifier.class_names
     index = discover(data, len(names))
     if split_file is not None:

@@ -22,9 +22,20 @@ from torch import nn
 from covidcxr.engine.inference import normalise
 
 
+def reduce_totals(module: pl.LightningModule, totals: torch.Tensor) -> dict[str, float]:
+    """(loss sum, score sum, images) summed over processes → mean loss, mean score, images."""
+    loss_sum, score_sum, count = (
+        float(v) for v in module.trainer.strategy.reduce(totals.clone(), reduce_op="sum")
+    )
+    count_safe = max(count, 1.0)
+    return {"loss": loss_sum / count_safe, "score": score_sum / count_safe, "images": count}
+
+
 class ClassifierModule(pl.LightningModule):
     """Trains ``network`` with Adam; logs ``val_loss`` / ``val_accuracy`` per epoch (what early
     stopping and checkpoints monitor) and keeps the epoch's training totals."""
+
+    score_name = "accuracy"
 
     def __init__(
         self,
@@ -76,11 +87,9 @@ class ClassifierModule(pl.LightningModule):
         self.train_totals.zero_()
 
     def epoch_train_summary(self) -> dict[str, float]:
-        """This epoch's mean training loss, accuracy and image count, over all processes."""
-        totals = self.trainer.strategy.reduce(self.train_totals.clone(), reduce_op="sum")
-        loss_sum, correct, count = (float(v) for v in totals)
-        count_safe = max(count, 1.0)
-        return {"loss": loss_sum / count_safe, "accuracy": correct / count_safe, "images": count}
+        """This epoch's mean training loss, score (accuracy) and image count, over all
+        processes."""
+        return reduce_totals(self, self.train_totals)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         loss = self._step(batch, "train")

@@ -70,10 +70,9 @@ def train(
     from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
     from covidcxr.engine.callbacks import AtomicModelCheckpoint, EpochHistory, EpochSeeding
-    from covidcxr.engine.data import describe_splits, prepare_data
-    from covidcxr.engine.module import ClassifierModule
     from covidcxr.engine.perf import tune_allocator
-    from covidcxr.models import create_model, get_model_spec
+    from covidcxr.engine.segmentation import setup_segmentation
+    from covidcxr.models import get_model_spec
 
     started = time.perf_counter()
     tune_allocator()
@@ -102,28 +101,8 @@ def train(
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     spec = get_model_spec(config.model)
-    data = prepare_data(config, spec.input_size, run_dir, progress_factory)
-    log(f"Split ({data.split_file}):\n{describe_splits(data)}")
-    if data.unreadable:
-        log(f"{len(data.unreadable)} unreadable images left out (listed in {METRICS_FILE})")
-
-    torch.manual_seed(config.seed)  # the new head's initial weights depend on the seed only
-    weights = None if config.weights == NO_WEIGHTS else config.weights
-    network = create_model(config.model, num_classes=config.num_classes, weights=weights)
-    channels_last = spec.input_size >= 64  # faster convolutions and pooling on CPU
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    use_features = spec.frozen_trunk and not config.augment and config.feature_cache
-    loaders, features = _loaders(config, spec, network, data, use_features, progress_factory)
-    module = ClassifierModule(
-        network,
-        learning_rate=config.learning_rate,
-        mean=spec.mean,
-        std=spec.std,
-        inputs="features" if use_features else "images",
-        class_weights=_class_weights(config, data),
-        channels_last=channels_last,
-    )
+    setup = setup_segmentation if spec.task == "segmentation" else setup_classification
+    job = setup(config, spec, run_dir, progress_factory, log)
     checkpoint = AtomicModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best",
@@ -133,7 +112,7 @@ def train(
         save_top_k=1,
         enable_version_counter=False,
     )
-    history = EpochHistory(run_dir / "history.csv")
+    history = EpochHistory(run_dir / "history.csv", score=job.module.score_name)
     all_callbacks = [
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
         checkpoint,
@@ -161,22 +140,76 @@ def train(
     with warnings.catch_warnings():
         # a frozen trunk stays in eval mode on purpose (BatchNorm statistics must not move)
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-        trainer.fit(module, *loaders, ckpt_path=last_checkpoint if resume else None)
+        trainer.fit(job.module, *job.loaders, ckpt_path=last_checkpoint if resume else None)
     if not trainer.is_global_zero:
         return None
 
     best_path = checkpoint.best_model_path
     if best_path and Path(best_path).is_file():  # restore the best epoch's weights
         state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    module.to("cpu")
-    network = network.to(memory_format=torch.contiguous_format)
-    metrics = _evaluate_run(config, spec, network, data, features, history.rows, trainer)
+        job.module.load_state_dict(state)
+    job.module.to("cpu")
+    job.network.to(memory_format=torch.contiguous_format)
+    metrics = job.finish(history.rows)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
-    metrics["unreadable"] = [{"path": str(p), "reason": r} for p, r in data.unreadable]
-    model_dir = _write_outputs(run_dir, config, spec, network, data, metrics, history.rows)
-    log(_summary(run_dir, metrics))
-    return RunResult(run_dir, model_dir, metrics, history.rows)
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    if history.rows:
+        from covidcxr.evaluation.plots import plot_training_curves
+
+        plot_training_curves(history.rows, run_dir / "curves.png", job.module.score_name)
+    log(job.summary(metrics))
+    return RunResult(run_dir, run_dir / "model", metrics, history.rows)
+
+
+@dataclass
+class Job:
+    """What one task (classification, segmentation) brings to the shared training run: its
+    network and LightningModule, train / validation loaders, and ``finish(history) -> metrics``
+    which scores the restored best weights and writes the task's figures and saved model."""
+
+    network: Any
+    module: Any
+    loaders: tuple[Any, Any]
+    finish: Callable[[list[dict[str, float]]], dict[str, Any]]
+    summary: Callable[[dict[str, Any]], str]
+
+
+def setup_classification(
+    config: TrainConfig, spec, run_dir: Path, progress_factory: ProgressFactory, log
+) -> Job:
+    from covidcxr.engine.data import describe_splits, prepare_data
+    from covidcxr.engine.module import ClassifierModule
+    from covidcxr.models import create_model
+
+    data = prepare_data(config, spec.input_size, run_dir, progress_factory)
+    log(f"Split ({data.split_file}):\n{describe_splits(data)}")
+    if data.unreadable:
+        log(f"{len(data.unreadable)} unreadable images left out (listed in {METRICS_FILE})")
+    torch.manual_seed(config.seed)  # the new head's initial weights depend on the seed only
+    weights = None if config.weights == NO_WEIGHTS else config.weights
+    network = create_model(config.model, num_classes=config.num_classes, weights=weights)
+    channels_last = spec.input_size >= 64  # faster convolutions and pooling on CPU
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    use_features = spec.frozen_trunk and not config.augment and config.feature_cache
+    loaders, features = _loaders(config, spec, network, data, use_features, progress_factory)
+    module = ClassifierModule(
+        network,
+        learning_rate=config.learning_rate,
+        mean=spec.mean,
+        std=spec.std,
+        inputs="features" if use_features else "images",
+        class_weights=_class_weights(config, data),
+        channels_last=channels_last,
+    )
+
+    def finish(rows: list[dict[str, float]]) -> dict[str, Any]:
+        metrics = _evaluate_run(config, spec, network, data, features, rows)
+        metrics["unreadable"] = [{"path": str(p), "reason": r} for p, r in data.unreadable]
+        _write_outputs(run_dir, config, spec, network, data, metrics)
+        return metrics
+
+    return Job(network, module, loaders, finish, lambda m: _summary(run_dir, m))
 
 
 def _class_weights(config: TrainConfig, data) -> torch.Tensor | None:
@@ -246,7 +279,7 @@ def _probabilities(network, spec, split, cached: torch.Tensor | None) -> torch.T
     return predict_probabilities(network, split.images, spec.mean, spec.std)
 
 
-def _evaluate_run(config, spec, network, data, features, rows, trainer) -> dict[str, Any]:
+def _evaluate_run(config, spec, network, data, features, rows) -> dict[str, Any]:
     """Score the restored best weights on validation and test; the run's metrics.json."""
     from covidcxr.evaluation.metrics import classification_metrics
 
@@ -263,6 +296,7 @@ def _evaluate_run(config, spec, network, data, features, rows, trainer) -> dict[
     speeds = sorted(r["train_images_per_second"] for r in rows)
     return {
         "model": config.model,
+        "lungs": config.lungs,
         "class_names": names,
         "epochs_run": len(rows),
         "best_epoch": int(best.get("epoch", 0)),
@@ -278,15 +312,12 @@ def _evaluate_run(config, spec, network, data, features, rows, trainer) -> dict[
     }
 
 
-def _write_outputs(run_dir, config, spec, network, data, metrics, rows) -> Path:
+def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
     from covidcxr.artifact import ModelCard, save_classifier
     from covidcxr.evaluation.metrics import confusion_matrix_csv
-    from covidcxr.evaluation.plots import plot_confusion_matrix, plot_training_curves
+    from covidcxr.evaluation.plots import plot_confusion_matrix
 
     names = list(data.class_names)
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    if rows:
-        plot_training_curves(rows, run_dir / "curves.png")
     if metrics["test"] is not None:
         matrix = metrics["test"]["confusion_matrix"]
         title = f"{config.model}: test split ({metrics['test']['num_samples']} images)"
@@ -302,8 +333,29 @@ def _write_outputs(run_dir, config, spec, network, data, metrics, rows) -> Path:
         target_layer=spec.target_layer,
         config=config.to_dict(),
         metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_epoch")},
+        lungs={
+            "mode": config.lungs,
+            "margin": config.lung_margin,
+            "masks": "segmenter" if config.seg_model else "dataset",
+        },
     )
-    return save_classifier(run_dir / "model", network, card)
+    model_dir = save_classifier(run_dir / "model", network, card)
+    if config.lungs != "none" and config.seg_model is not None:
+        _bundle_segmenter(config.seg_model, model_dir)
+    return model_dir
+
+
+def _bundle_segmenter(seg_model: str, model_dir: Path) -> None:
+    """Copy the lung segmenter into the classifier's folder: predicting needs it."""
+    import shutil
+
+    from covidcxr.artifact import CARD_FILE, SEGMENTER_DIR, WEIGHTS_FILE, read_card
+
+    _, folder = read_card(seg_model)
+    target = model_dir / SEGMENTER_DIR
+    target.mkdir(exist_ok=True)
+    for name in (CARD_FILE, WEIGHTS_FILE):
+        shutil.copy2(folder / name, target / name)
 
 
 def _summary(run_dir: Path, metrics: dict[str, Any]) -> str:

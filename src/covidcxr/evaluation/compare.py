@@ -38,13 +38,15 @@ _COUNT = "a non-negative integer or null"
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One run's row of the comparison. Accuracies, recalls and macro-F1 are fractions in
+    """One run's row of the comparison. ``lungs`` is what the classifier saw (none, crop,
+    mask; see ``covidcxr train --lungs``). Accuracies, recalls and macro-F1 are fractions in
     [0, 1]; ``None`` where the run did not record the value or it is undefined. The test
     fields (accuracy, recall per class, macro-F1, the (C, C) confusion matrix with rows = true
     class) are all ``None`` for a run without a test split."""
 
     run: str
     model: str
+    lungs: str
     epochs_run: int | None
     best_epoch: int | None
     train_accuracy: float | None
@@ -91,6 +93,7 @@ def read_run_summary(run_dir: Path, name: str | None = None) -> RunSummary:
     return RunSummary(
         run=run_dir.name if name is None else name,
         model=reader.get("model", lambda value: isinstance(value, str), "a string"),
+        lungs=content.get("lungs") or "none",
         epochs_run=reader.get("epochs_run", _is_count_or_none, _COUNT, required=False),
         best_epoch=reader.get("best_epoch", _is_count_or_none, _COUNT, required=False),
         train_accuracy=reader.get(
@@ -210,6 +213,7 @@ def _columns(table: ComparisonTable) -> list[tuple[str, str, bool]]:
     return [
         ("run", "run", False),
         ("model", "model", False),
+        ("lungs", "lungs", False),
         ("epochs", "epochs_run", True),
         ("best epoch", "best_epoch", True),
         ("train acc %", "train_accuracy_pct", True),
@@ -225,6 +229,7 @@ def _row_cells(table: ComparisonTable, row: RunSummary) -> list[str]:
     return [
         row.run,
         row.model,
+        row.lungs,
         _integer(row.epochs_run),
         _integer(row.best_epoch),
         _percent(row.train_accuracy),

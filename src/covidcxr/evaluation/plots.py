@@ -29,21 +29,23 @@ BEST_COLOUR = "#55a868"
 # Colour-bar tick format for fractions shown as percentages (matplotlib's "{x}" string form).
 _PERCENT = "{x:.0%}"
 
-# (panel title, y label, scale, [(history key, legend label, colour)])
-_CURVE_PANELS = (
-    (
-        "Accuracy",
-        "accuracy (%)",
-        100.0,
-        (("train_accuracy", "train", TRAIN_COLOUR), ("val_accuracy", "validation", VAL_COLOUR)),
-    ),
-    (
-        "Loss",
-        "loss",
-        1.0,
-        (("train_loss", "train", TRAIN_COLOUR), ("val_loss", "validation", VAL_COLOUR)),
-    ),
-)
+
+def _curve_panels(score: str) -> tuple:
+    """(panel title, y label, scale, [(history key, legend label, colour)]) per panel."""
+    return (
+        (
+            score.capitalize(),
+            f"{score} (%)",
+            100.0,
+            ((f"train_{score}", "train", TRAIN_COLOUR), (f"val_{score}", "validation", VAL_COLOUR)),
+        ),
+        (
+            "Loss",
+            "loss",
+            1.0,
+            (("train_loss", "train", TRAIN_COLOUR), ("val_loss", "validation", VAL_COLOUR)),
+        ),
+    )
 
 
 def best_epoch(history: Sequence[Mapping[str, Any]], monitor: str = "val_loss") -> int | None:
@@ -53,12 +55,15 @@ def best_epoch(history: Sequence[Mapping[str, Any]], monitor: str = "val_loss") 
     return None if index is None else _epoch_number(history[index], index)
 
 
-def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Two panels, accuracy and loss, each with train and validation curves against the epoch.
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]], path: Path, score: str = "accuracy"
+) -> Path:
+    """Two panels, ``score`` (accuracy; Dice for segmentation) and loss, each with train and
+    validation curves against the epoch.
 
     ``history`` has one dict per epoch with keys ``epoch`` (1-based; the position in the list
-    plus 1 when absent), ``train_loss``, ``val_loss``, ``train_accuracy`` and ``val_accuracy``
-    (accuracies as fractions in [0, 1]). Missing keys, ``None`` and NaN leave a gap: that epoch
+    plus 1 when absent), ``train_loss``, ``val_loss``, ``train_<score>`` and ``val_<score>``
+    (fractions in [0, 1]). Missing keys, ``None`` and NaN leave a gap: that epoch
     is simply not drawn for that curve. A vertical line marks the best epoch (lowest
     ``val_loss``).
     """
@@ -68,7 +73,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> Pa
     best_index = _best_index(history, "val_loss")
 
     figure = _figure(11, 4)
-    for column, (title, y_label, scale, curves) in enumerate(_CURVE_PANELS):
+    for column, (title, y_label, scale, curves) in enumerate(_curve_panels(score)):
         axes = figure.add_subplot(1, 2, column + 1)
         for key, label, colour in curves:
             points = [

@@ -5,8 +5,7 @@ The top-level names are imported lazily so that ``import covidcxr`` (and the CLI
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from covidcxr._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,14 +26,4 @@ _EXPORTS = {
     "list_models": "covidcxr.models",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'covidcxr' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

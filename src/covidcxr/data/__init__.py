@@ -5,8 +5,7 @@ Names are imported lazily (``from covidcxr.data import discover``) to keep start
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from covidcxr._lazy import lazy_exports
 
 _EXPORTS = {
     "Sample": "covidcxr.data.sample",
@@ -27,14 +26,4 @@ _EXPORTS = {
     "ImageCache": "covidcxr.data.cache",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'covidcxr.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

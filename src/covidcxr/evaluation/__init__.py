@@ -6,8 +6,7 @@ importing the package does not load torch or matplotlib.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from covidcxr._lazy import lazy_exports
 
 _EXPORTS = {
     "classification_metrics": "covidcxr.evaluation.metrics",
@@ -28,14 +27,4 @@ _EXPORTS = {
     "plot_test_confusion_matrices": "covidcxr.evaluation.compare",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'covidcxr.evaluation' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

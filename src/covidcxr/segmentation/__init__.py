@@ -6,8 +6,7 @@ package loads neither torch nor MONAI, and the metrics import MONAI only when fi
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from covidcxr._lazy import lazy_exports
 
 _EXPORTS = {
     "dice_score": "covidcxr.segmentation.metrics",
@@ -23,14 +22,4 @@ _EXPORTS = {
     "mask_to_png": "covidcxr.segmentation.overlay",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'covidcxr.segmentation' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

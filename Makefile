@@ -47,8 +47,10 @@ demo: install
 		--seg-model $(DEMO)/unet-lite --out $(DEMO)/seed-cnn-lungs --epochs 40 $(DEMO_TRAIN)
 	$(BIN)/covidcxr compare $(DEMO)/seed-cnn $(DEMO)/seed-cnn-augment \
 		$(DEMO)/efficientnet-lite0 $(DEMO)/seed-cnn-lungs --out $(DEMO)
+	$(BIN)/covidcxr report $(DEMO)/seed-cnn --data $(DEMO)/data --out $(DEMO)/report.html --quiet
 	@echo
-	@echo "Demo finished. Open, in $(DEMO)/:"
+	@echo "Demo finished. Open $(DEMO)/report.html first: data, curves, results with confidence"
+	@echo "intervals, calibration, Grad-CAM, sources, shortcut probes, leakage. Then, in $(DEMO)/:"
 	@echo "  inspect/         class counts, sample grids, intensity histograms (the paper's EDA)"
 	@echo "  comparison.csv   the table above; confusion_matrices.png side by side"
 	@echo "  seed-cnn/, seed-cnn-augment/, efficientnet-lite0/, seed-cnn-lungs/ (lungs only):"

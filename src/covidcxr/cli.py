@@ -630,6 +630,74 @@ def segment_evaluate(
     typer.echo(f"Outputs in {target}: metrics.json, per_image.csv, worst_cases.png")
 
 
+@app.command("explain")
+def explain_command(
+    model: Annotated[Path, typer.Argument(help="A run folder or a saved classifier folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for the heatmap overlays.")],
+    method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
+    seg_model: Annotated[
+        Path | None, typer.Option(help="Lung segmenter: draws the lungs, measures the share.")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset whose own lung masks to draw (when it has them).")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Grad-CAM heatmaps over the X-rays, with the lung outline and the share of the evidence
+    inside the lungs when masks are known."""
+    from covidcxr.explain import explain_files
+
+    try:
+        masks = None
+        if data is not None:
+            from covidcxr.data.layouts import discover
+
+            index = discover(data, num_classes=4)
+            masks = {s.path: s.mask_path for s in index.samples if s.mask_path is not None}
+        with _progress("Explaining", quiet) as progress:
+            result = explain_files(model, inputs, out, method, masks, seg_model, progress)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    for row in result.rows:
+        share = (
+            "" if row["lung_fraction"] is None else f"  {100 * row['lung_fraction']:.0f} % in lungs"
+        )
+        typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}{share}")
+    typer.echo(f"Wrote {len(result.rows)} overlays to {out}")
+    if result.failures:
+        typer.echo(f"{len(result.failures)} files skipped:", err=True)
+        for path, reason in result.failures:
+            typer.echo(f"  {path}: {reason}", err=True)
+
+
+@app.command("report")
+def report_command(
+    run: Annotated[Path, typer.Argument(help="A classifier's run folder.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="The dataset the run trained on: adds Grad-CAM, sources, probes."),
+    ] = None,
+    workers: Workers = None,
+    quiet: Quiet = False,
+) -> None:
+    """One self-contained HTML report: data, curves, results with confidence intervals,
+    calibration, Grad-CAM gallery, per-source results, shortcut probes, leakage."""
+    from covidcxr.evaluation.report import build_report
+
+    bars = _ProgressFactory(quiet)
+    try:
+        result = build_report(run, out, data, workers, bars)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    finally:
+        bars.close()
+    for section in result.sections:
+        typer.echo(f"{section.title}: {section.finding}")
+    typer.echo(f"Report: {result.path}")
+
+
 @app.command("models")
 def models_command() -> None:
     """The registered models with their input size and paper defaults."""

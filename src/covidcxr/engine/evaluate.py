@@ -68,6 +68,11 @@ def evaluate(
     labels = torch.tensor([samples[i].label for i in keep], dtype=torch.int64)
     probabilities = classifier.predict_prepared(images, progress=progress_factory("Predicting"))
     scores = classification_metrics(probabilities, labels, names)
+    from covidcxr.evaluation.bootstrap import bootstrap_intervals
+    from covidcxr.evaluation.calibration import expected_calibration_error
+
+    intervals = bootstrap_intervals(probabilities, labels.numpy(), names)
+    ece = expected_calibration_error(probabilities, labels.numpy())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -78,6 +83,9 @@ def evaluate(
         "class_names": names,
         "test_accuracy": scores["accuracy"],
         "test": scores,
+        "test_intervals": intervals,
+        "test_ece": ece,
+        "temperature": classifier.card.temperature,
         "unreadable": [{"path": str(p), "reason": r} for p, r in batch.failures],
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -54,6 +54,22 @@ def run_batches(
     return torch.cat(outputs)
 
 
+def predict_logits(
+    network: nn.Module,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Logits ``(N, C)`` of uint8 images ``(N, 1, H, W)``; the network is put in eval mode."""
+    network.eval()
+    device = next(network.parameters()).device
+    return run_batches(
+        lambda batch: network(normalise(batch.to(device), mean, std)), images, batch_size, progress
+    )
+
+
 def predict_probabilities(
     network: nn.Module,
     images: torch.Tensor,

@@ -206,7 +206,9 @@ def setup_classification(
     def finish(rows: list[dict[str, float]]) -> dict[str, Any]:
         metrics = _evaluate_run(config, spec, network, data, features, rows)
         metrics["unreadable"] = [{"path": str(p), "reason": r} for p, r in data.unreadable]
+        logits = metrics.pop("_logits")
         _write_outputs(run_dir, config, spec, network, data, metrics)
+        _plot_calibration(run_dir, data, logits, metrics["calibration"]["temperature"])
         return metrics
 
     return Job(network, module, loaders, finish, lambda m: _summary(run_dir, m))
@@ -270,28 +272,46 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
     ), features
 
 
-def _probabilities(network, spec, split, cached: torch.Tensor | None) -> torch.Tensor:
-    from covidcxr.engine.inference import predict_probabilities, run_batches
+def _logits(network, spec, split, cached: torch.Tensor | None) -> torch.Tensor:
+    from covidcxr.engine.inference import predict_logits, run_batches
 
     if cached is not None:
         network.eval()
-        return run_batches(lambda f: torch.softmax(network.forward_head(f), dim=1), cached)
-    return predict_probabilities(network, split.images, spec.mean, spec.std)
+        return run_batches(network.forward_head, cached)
+    return predict_logits(network, split.images, spec.mean, spec.std)
 
 
 def _evaluate_run(config, spec, network, data, features, rows) -> dict[str, Any]:
-    """Score the restored best weights on validation and test; the run's metrics.json."""
+    """Score the restored best weights on validation and test; the run's metrics.json.
+
+    The temperature that calibrates the probabilities is fitted on the validation split and
+    applied to every reported probability (it never changes which class wins)."""
+    from covidcxr.evaluation.bootstrap import bootstrap_intervals
+    from covidcxr.evaluation.calibration import calibration_summary
     from covidcxr.evaluation.metrics import classification_metrics
 
     names = list(data.class_names)
-    scores: dict[str, Any] = {}
-    for name in ("val", "test"):
-        split = data.splits[name]
-        if len(split) == 0:
-            scores[name] = None
-            continue
-        probabilities = _probabilities(network, spec, split, features.get(name))
-        scores[name] = classification_metrics(probabilities, split.labels, names)
+    logits = {
+        name: _logits(network, spec, split, features.get(name))
+        for name, split in data.splits.items()
+        if name in ("val", "test") and len(split)
+    }
+    test_labels = data.splits["test"].labels
+    calibration = calibration_summary(
+        logits["val"],
+        data.splits["val"].labels,
+        logits.get("test"),
+        test_labels if "test" in logits else None,
+    )
+    temperature = float(calibration["temperature"])
+    scores: dict[str, Any] = {"val": None, "test": None}
+    probabilities: dict[str, torch.Tensor] = {}
+    for name, values in logits.items():
+        probabilities[name] = torch.softmax(values / temperature, dim=1)
+        scores[name] = classification_metrics(probabilities[name], data.splits[name].labels, names)
+    intervals = None
+    if "test" in probabilities:
+        intervals = bootstrap_intervals(probabilities["test"].numpy(), test_labels.numpy(), names)
     best = min(rows, key=lambda r: r["val_loss"]) if rows else {}
     speeds = sorted(r["train_images_per_second"] for r in rows)
     return {
@@ -306,9 +326,12 @@ def _evaluate_run(config, spec, network, data, features, rows) -> dict[str, Any]
         "test_accuracy": scores["test"]["accuracy"] if scores["test"] else None,
         "val": scores["val"],
         "test": scores["test"],
+        "test_intervals": intervals,
+        "calibration": calibration,
         "split_sizes": {name: len(split) for name, split in data.splits.items()},
         "train_images_per_second": speeds[len(speeds) // 2] if speeds else None,
         "cached_features": bool(features),
+        "_logits": logits,  # for the reliability figure; removed before metrics.json is written
     }
 
 
@@ -333,6 +356,7 @@ def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
         target_layer=spec.target_layer,
         config=config.to_dict(),
         metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_epoch")},
+        temperature=float(metrics["calibration"]["temperature"]),
         lungs={
             "mode": config.lungs,
             "margin": config.lung_margin,
@@ -343,6 +367,24 @@ def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
     if config.lungs != "none" and config.seg_model is not None:
         _bundle_segmenter(config.seg_model, model_dir)
     return model_dir
+
+
+def _plot_calibration(run_dir: Path, data, logits: dict, temperature: float) -> None:
+    """reliability.png: the test split's reliability before and after temperature scaling (the
+    validation split's when there is no test split)."""
+    from covidcxr.evaluation.calibration import plot_reliability
+
+    name = "test" if "test" in logits else "val"
+    raw = torch.softmax(logits[name], dim=1)
+    scaled = torch.softmax(logits[name] / temperature, dim=1)
+    title = f"Reliability on the {name} split (temperature {temperature:.2f}, fitted on val)"
+    plot_reliability(
+        raw.numpy(),
+        scaled.numpy(),
+        data.splits[name].labels.numpy(),
+        run_dir / "reliability.png",
+        title=title,
+    )
 
 
 def _bundle_segmenter(seg_model: str, model_dir: Path) -> None:

@@ -25,6 +25,17 @@ _EXPORTS = {
     "format_table": "covidcxr.evaluation.compare",
     "write_table": "covidcxr.evaluation.compare",
     "plot_test_confusion_matrices": "covidcxr.evaluation.compare",
+    "fit_temperature": "covidcxr.evaluation.calibration",
+    "apply_temperature": "covidcxr.evaluation.calibration",
+    "expected_calibration_error": "covidcxr.evaluation.calibration",
+    "reliability_table": "covidcxr.evaluation.calibration",
+    "calibration_summary": "covidcxr.evaluation.calibration",
+    "plot_reliability": "covidcxr.evaluation.calibration",
+    "bootstrap_intervals": "covidcxr.evaluation.bootstrap",
+    "per_source_metrics": "covidcxr.evaluation.probes",
+    "lung_probe": "covidcxr.evaluation.probes",
+    "duplicate_leakage": "covidcxr.evaluation.probes",
+    "build_report": "covidcxr.evaluation.report",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

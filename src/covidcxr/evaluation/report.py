@@ -1,0 +1,506 @@
+"""``covidcxr report``: one self-contained HTML file that shows how much of a model's accuracy
+is real — dataset, training, results with confidence intervals, calibration, Grad-CAM, sources,
+shortcut probes and leakage, each with one plain sentence saying what it means.
+
+Figures are embedded as base64 PNGs; the file needs nothing else to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SECTIONS = (
+    ("dataset", "Dataset"),
+    ("training", "Training"),
+    ("results", "Test results"),
+    ("calibration", "Calibration"),
+    ("explanations", "Where the model looks (Grad-CAM)"),
+    ("sources", "Results per source"),
+    ("probes", "Shortcut probes"),
+    ("leakage", "Leakage between splits"),
+)
+GALLERY_PER_KIND = 2  # right and wrong examples per class
+SALIENCY_SAMPLE = 96  # test images whose Grad-CAM lung share is averaged
+
+ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+
+
+@dataclass
+class Section:
+    """One part of the report: a plain-language finding, then tables and figures (HTML)."""
+
+    key: str
+    title: str
+    finding: str
+    body: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    sections: list[Section]
+    data: dict[str, Any]
+
+
+def build_report(
+    run_dir: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    workers: int | None = None,
+    progress_factory: ProgressFactory = lambda _: None,
+) -> ReportResult:
+    """Write the report of the training run in ``run_dir`` to ``out`` (an .html file). With
+    ``data`` (the dataset the run was trained on), also the dataset summary, Grad-CAM gallery,
+    per-source table, shortcut probes and leakage check on the run's test split; without it
+    those sections say what they need."""
+    from covidcxr.artifact import load_model
+
+    run_dir = Path(run_dir)
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (is this a `covidcxr train` run?)")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    if metrics.get("task", "classification") != "classification":
+        raise ValueError(f"{run_dir}: the report covers classifiers; this is a segmentation run")
+    classifier = load_model(run_dir)
+    names = list(metrics["class_names"])
+    test = _TestSet.load(run_dir, data, names) if data is not None else None
+
+    sections = [
+        _dataset_section(metrics, data, workers, progress_factory),
+        _training_section(run_dir, metrics),
+        _results_section(run_dir, metrics),
+        _calibration_section(run_dir, metrics),
+    ]
+    extra: dict[str, Any] = {}
+    if test is None:
+        needs = "Pass --data (the dataset this run was trained on) to see this section."
+        for key, title in SECTIONS[4:]:
+            sections.append(Section(key, title, needs))
+    else:
+        probabilities = classifier.predict_proba(test.images)
+        extra["test_accuracy"] = float(np.mean(probabilities.argmax(1) == test.labels))
+        sections += [
+            _explanations_section(classifier, test, probabilities, extra),
+            _sources_section(test, probabilities, names, extra),
+            _probes_section(classifier, test, extra),
+            _leakage_section(test, workers, extra),
+        ]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_render(run_dir, metrics, sections), encoding="utf-8")
+    return ReportResult(out, sections, extra)
+
+
+# --------------------------------------------------------------------------------------------
+# The test split, read once
+
+
+@dataclass
+class _TestSet:
+    samples: list
+    images: list[np.ndarray]
+    labels: np.ndarray
+    masks: list[np.ndarray | None]
+    all_samples: list
+    all_splits: list[str]
+    unreadable: list[tuple[Path, str]]
+
+    @classmethod
+    def load(cls, run_dir: Path, data: str | Path, names: list[str]) -> _TestSet:
+        from covidcxr.data.layouts import discover
+        from covidcxr.data.splits import read_split_csv
+        from covidcxr.io import ImageReadError, read_image, read_mask
+
+        root = discover(data, len(names)).root
+        samples, splits = read_split_csv(run_dir / "splits.csv", root)
+        kept, images, masks, unreadable = [], [], [], []
+        for sample, split in zip(samples, splits, strict=True):
+            if split != "test":
+                continue
+            try:
+                image = read_image(sample.path)
+                mask = read_mask(sample.mask_path) if sample.mask_path else None
+            except (ImageReadError, OSError) as error:
+                unreadable.append((sample.path, getattr(error, "reason", str(error))))
+                continue
+            kept.append(sample)
+            images.append(image)
+            masks.append(mask)
+        if not kept:
+            raise ValueError(f"{run_dir / 'splits.csv'}: no readable test images under {root}")
+        labels = np.array([s.label for s in kept])
+        return cls(kept, images, labels, masks, samples, splits, unreadable)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _dataset_section(metrics, data, workers, progress_factory) -> Section:
+    sizes = metrics.get("split_sizes", {})
+    split_line = ", ".join(f"{name} {count:,}" for name, count in sizes.items())
+    if data is None:
+        return Section(
+            "dataset",
+            "Dataset",
+            f"The run used {sum(sizes.values()):,} images ({split_line}).",
+            ["<p>Pass --data for the dataset's summary and exploratory figures.</p>"],
+        )
+    from covidcxr.data.inspect import inspect_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = inspect_dataset(
+            data,
+            len(metrics["class_names"]),
+            Path(folder),
+            True,
+            workers,
+            progress_factory("Inspecting the dataset"),
+        )
+        figures = [_image(Path(path)) for path in report.figures]
+    sources = {name: len(found) for name, found in report.sources.items()}
+    finding = (
+        f"{report.total:,} images in {len(report.class_names)} classes "
+        f"({', '.join(f'{n} {c:,}' for n, c in report.counts.items())}); "
+        f"{len(report.duplicate_groups):,} groups of near-duplicate images, kept within one split; "
+        f"the run split them {split_line}."
+    )
+    rows = [
+        [
+            name,
+            f"{report.counts[name]:,}",
+            f"{report.masks_per_class[name]:,}",
+            ", ".join(f"{s} ({c:,})" for s, c in report.sources[name].items()),
+        ]
+        for name in report.class_names
+    ]
+    body = [
+        _table(["class", "images", "lung masks", "sources"], rows),
+        f"<p>{len(report.unreadable)} unreadable files; "
+        f"sources per class: {html.escape(str(sources))}.</p>",
+        *figures,
+    ]
+    return Section("dataset", "Dataset", finding, body)
+
+
+def _training_section(run_dir: Path, metrics) -> Section:
+    epochs, best = metrics.get("epochs_run"), metrics.get("best_epoch")
+    stopped = "early stopping ended it" if metrics.get("stopped_early") else "it ran every epoch"
+    finding = (
+        f"The model trained for {epochs} epochs ({stopped}); the validation loss was lowest at "
+        f"epoch {best}, and those are the weights kept."
+    )
+    body = [_image(run_dir / "curves.png")] if (run_dir / "curves.png").is_file() else []
+    return Section("training", "Training", finding, body)
+
+
+def _results_section(run_dir: Path, metrics) -> Section:
+    test = metrics.get("test")
+    if not test:
+        return Section("results", "Test results", "The run had no test split.")
+    intervals = metrics.get("test_intervals") or {}
+    accuracy = intervals.get("accuracy", {})
+    finding = (
+        f"On {test['num_samples']:,} test images the model is right "
+        f"{_percent(test['accuracy'])} of the time"
+        + (
+            f" (95 % confidence interval {_percent(accuracy.get('low'))} to "
+            f"{_percent(accuracy.get('high'))})."
+            if accuracy
+            else "."
+        )
+    )
+    per_class_ci = intervals.get("per_class", {})
+    rows = []
+    for name, scores in test["per_class"].items():
+        ci = per_class_ci.get(name, {})
+        rows.append(
+            [
+                name,
+                f"{scores['support']:,}",
+                _with_ci(scores["recall"], ci.get("sensitivity")),
+                _with_ci(scores["specificity"], ci.get("specificity")),
+                _with_ci(scores["precision"], ci.get("ppv")),
+                _percent(scores["f1"]),
+                _percent(scores["auroc"]),
+            ]
+        )
+    body = [
+        _table(
+            [
+                "class",
+                "images",
+                "sensitivity (recall)",
+                "specificity",
+                "PPV (precision)",
+                "F1",
+                "ROC-AUC",
+            ],
+            rows,
+        ),
+        f"<p>Accuracy {_percent(test['accuracy'])}, macro-F1 {_percent(test['macro_f1'])}, "
+        f"macro ROC-AUC {_percent(test['macro_auroc'])}. Brackets: 95 % bootstrap intervals.</p>",
+    ]
+    if (run_dir / "confusion_matrix.png").is_file():
+        body.append(_image(run_dir / "confusion_matrix.png"))
+    return Section("results", "Test results", finding, body)
+
+
+def _calibration_section(run_dir: Path, metrics) -> Section:
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return Section("calibration", "Calibration", "This run has no calibration data.")
+    part = calibration.get("test") or calibration["val"]
+    which = "test" if calibration.get("test") else "validation"
+    temperature = calibration["temperature"]
+    finding = (
+        f"A temperature of {temperature:.2f}, fitted on the validation split, brings the expected "
+        f"calibration error on the {which} split from {_percent(part['ece_before'])} to "
+        f"{_percent(part['ece_after'])} (0 % would mean that a stated confidence of 90 % is right "
+        "90 % of the time); the saved model and `predict` use this temperature."
+    )
+    rows = [
+        [
+            name,
+            _percent(values["ece_before"]),
+            _percent(values["ece_after"]),
+            f"{values['nll_before']:.4f}",
+            f"{values['nll_after']:.4f}",
+        ]
+        for name, values in (("validation", calibration["val"]), ("test", calibration.get("test")))
+        if values
+    ]
+    body = [_table(["split", "ECE before", "ECE after", "NLL before", "NLL after"], rows)]
+    if (run_dir / "reliability.png").is_file():
+        body.append(_image(run_dir / "reliability.png"))
+    return Section("calibration", "Calibration", finding, body)
+
+
+def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> Section:
+    from covidcxr.explain import (
+        lung_saliency_fraction,
+        saliency_maps,
+        saliency_overlay,
+        summarise_lung_fractions,
+    )
+
+    predicted = probabilities.argmax(axis=1)
+    names = classifier.class_names
+    chosen: list[tuple[int, str]] = []
+    for label, name in enumerate(names):
+        for kind, right in (("right", True), ("wrong", False)):
+            members = np.flatnonzero((test.labels == label) & ((predicted == label) == right))
+            chosen.extend((int(i), f"{name}, {kind}") for i in members[:GALLERY_PER_KIND])
+    sample = sorted(
+        set(
+            np.linspace(0, len(test.images) - 1, min(SALIENCY_SAMPLE, len(test.images)))
+            .astype(int)
+            .tolist()
+        )
+        | {i for i, _ in chosen}
+    )
+    maps, _ = saliency_maps(classifier, [test.images[i] for i in sample])
+    by_index = dict(zip(sample, maps, strict=True))
+    fractions = [
+        lung_saliency_fraction(by_index[i], test.masks[i]) if test.masks[i] is not None else None
+        for i in sample
+    ]
+    measured = [(i, f) for i, f in zip(sample, fractions, strict=True) if f is not None]
+    summary = (
+        summarise_lung_fractions(
+            [f for _, f in measured],
+            [int(test.labels[i]) for i, _ in measured],
+            [int(predicted[i]) for i, _ in measured],
+            names,
+        )
+        if measured
+        else None
+    )
+    extra["lung_fractions"] = summary
+    tiles = []
+    for index, caption in chosen:
+        overlay = saliency_overlay(test.images[index], by_index[index], test.masks[index])
+        label = (
+            f"{caption} — predicted {names[predicted[index]]} ({probabilities[index].max():.2f})"
+        )
+        tiles.append(_figure_html(_png_bytes(overlay), f"{test.samples[index].path.name}: {label}"))
+    if summary is None:
+        finding = (
+            "Heatmaps show which parts of each image drove the prediction; the dataset has no "
+            "lung masks, so their share inside the lungs is not measured."
+        )
+        body = []
+    else:
+        finding = (
+            f"On average {_percent(summary['overall']['mean'])} of the highlighted evidence lies "
+            "inside the lungs; the rest comes from outside them (shoulders, text, borders, "
+            "devices)."
+        )
+        groups = [(f"true {name}", group) for name, group in summary["per_class"].items()]
+        groups += [
+            ("correct predictions", summary["correct"]),
+            ("wrong predictions", summary["wrong"]),
+        ]
+        rows = [[name, f"{group['count']:,}", _percent(group["mean"])] for name, group in groups]
+        body = [_table(["images", "count", "share of saliency inside the lungs"], rows)]
+    body.append('<div class="gallery">' + "".join(tiles) + "</div>")
+    return Section("explanations", "Where the model looks (Grad-CAM)", finding, body)
+
+
+def _sources_section(test: _TestSet, probabilities, names, extra) -> Section:
+    from covidcxr.evaluation.probes import per_source_metrics
+
+    result = per_source_metrics(probabilities, test.labels, [s.source for s in test.samples], names)
+    extra["per_source"] = result
+    rows = []
+    for source, values in result["sources"].items():
+        rows.append(
+            [
+                source,
+                f"{values['num_images']:,}",
+                _percent(values["accuracy"]),
+                *(_percent(values["recall"].get(name)) for name in names),
+            ]
+        )
+    body = [_table(["source", "images", "accuracy", *(f"recall {n}" for n in names)], rows)]
+    return Section("sources", "Results per source", result["finding"], body)
+
+
+def _probes_section(classifier, test: _TestSet, extra) -> Section:
+    from covidcxr.evaluation.probes import lung_probe
+
+    have = [i for i, mask in enumerate(test.masks) if mask is not None]
+    if not have:
+        return Section(
+            "probes",
+            "Shortcut probes",
+            "The test images have no lung masks, so the probes cannot black out the lungs.",
+        )
+    images = [test.images[i] for i in have]
+    masks = [test.masks[i] for i in have]
+    labels = test.labels[have]
+    results = {
+        mode: lung_probe(classifier, images, masks, labels, mode)
+        for mode in ("lungs_removed", "lungs_only")
+    }
+    extra["probes"] = results
+    rows = [
+        [
+            mode.replace("_", " "),
+            f"{r['num_images']:,}",
+            _percent(r["accuracy"]),
+            _percent(r["chance"]["majority_rate"]),
+            "yes" if r.get("flag") else "no",
+        ]
+        for mode, r in results.items()
+    ]
+    body = [
+        _table(["probe", "images", "accuracy", "chance (majority class)", "flagged"], rows),
+        "<p>" + html.escape(results["lungs_only"]["finding"]) + "</p>",
+    ]
+    return Section("probes", "Shortcut probes", results["lungs_removed"]["finding"], body)
+
+
+def _leakage_section(test: _TestSet, workers, extra) -> Section:
+    from covidcxr.evaluation.probes import duplicate_leakage
+
+    result = duplicate_leakage(test.all_samples, test.all_splits, workers=workers)
+    extra["leakage"] = result
+    body = []
+    if result.get("examples"):
+        rows = [
+            ["; ".join(f"{item['path']} ({item['split']})" for item in example["images"])]
+            for example in result["examples"]
+        ]
+        body.append(_table(["near-duplicates in more than one split"], rows))
+    return Section("leakage", "Leakage between splits", result["finding"], body)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+def _render(run_dir: Path, metrics, sections: Sequence[Section]) -> str:
+    title = f"covidcxr report: {metrics['model']} ({run_dir.name})"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="notice">A research tool, not a diagnostic device: these results describe '
+        "a model on a dataset, not a patient.</p>",
+        "<nav>"
+        + " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+        + "</nav>",
+    ]
+    for section in sections:
+        parts.append(f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>')
+        parts.append(f'<p class="finding">{html.escape(section.finding)}</p>')
+        parts.extend(section.body)
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+    "color:#222}h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}"
+    ".notice{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}"
+    ".finding{font-size:1.05em;background:#eef4fb;border-left:4px solid #4c72b0;padding:.5em 1em}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
+    "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    ".gallery{display:flex;flex-wrap:wrap;gap:.5em}.gallery figure{width:250px;margin:0}"
+    "figcaption{font-size:.8em}"
+)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(path: Path) -> str:
+    return _figure_html(Path(path).read_bytes(), Path(path).stem.replace("_", " "))
+
+
+def _figure_html(png: bytes, caption: str) -> str:
+    encoded = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _png_bytes(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _with_ci(value: float | None, interval: dict | None) -> str:
+    if value is None:
+        return "n/a"
+    if not interval or interval.get("low") is None:
+        return _percent(value)
+    return f"{_percent(value)} [{100 * interval['low']:.1f}–{100 * interval['high']:.1f}]"

@@ -175,7 +175,8 @@ def test_calibration_summary_is_json_safe_and_improves_an_over_confident_model(
     test_logits, test_labels = test_split
     summary = calibration_summary(val_logits * 4, val_labels, test_logits * 4, test_labels)
     json.dumps(summary, allow_nan=False)
-    assert set(summary) == {"temperature", "val", "test"}
+    assert set(summary) == {"temperature", "fitted_temperature", "note", "val", "test"}
+    assert summary["note"] is None and summary["temperature"] == summary["fitted_temperature"]
     assert summary["temperature"] == pytest.approx(4.0, rel=0.1)
     for split in ("val", "test"):
         values = summary[split]
@@ -222,3 +223,16 @@ def test_reliability_plot_rejects_mismatched_probabilities(tmp_path, test_split)
             labels,
             tmp_path / "reliability.png",
         )
+
+
+def test_a_validation_split_without_errors_keeps_temperature_one() -> None:
+    # every validation image right with a clear margin: the NLL falls as T -> 0 (not identifiable)
+    import torch
+
+    from covidcxr.evaluation.calibration import MIN_TEMPERATURE, calibration_summary
+
+    labels = torch.arange(30) % 3
+    logits = torch.nn.functional.one_hot(labels, 3).float() * 3.0
+    summary = calibration_summary(logits, labels)
+    assert summary["fitted_temperature"] == MIN_TEMPERATURE
+    assert summary["temperature"] == 1.0 and "kept T = 1" in summary["note"]

@@ -180,6 +180,11 @@ def calibration_summary(
 
     Logits are (N, C) raw model outputs, labels (N,) integers in [0, C). Give both
     ``test_logits`` and ``test_labels`` or neither.
+
+    When the fit ends at a bound of [MIN_TEMPERATURE, MAX_TEMPERATURE] the temperature is not
+    identifiable — typically a validation split the model classifies without a single error,
+    whose NLL keeps falling as T → 0 and would turn every probability into 0 or 1. Then T = 1
+    is kept (no scaling), ``"fitted_temperature"`` records the bound and ``"note"`` says why.
     """
     if (test_logits is None) != (test_labels is None):
         raise ValueError(
@@ -188,12 +193,22 @@ def calibration_summary(
             f"test_labels={'None' if test_labels is None else 'a value'}"
         )
     _check_bins(bins)
-    temperature = fit_temperature(val_logits, val_labels)
+    fitted = fit_temperature(val_logits, val_labels)
+    note = None
+    temperature = fitted
+    if fitted <= MIN_TEMPERATURE * 1.001 or fitted >= MAX_TEMPERATURE * 0.999:
+        temperature = 1.0
+        note = (
+            f"the validation split does not pin the temperature down (the fit ran to the bound "
+            f"{fitted:g}, as it does when the model makes no validation error): kept T = 1"
+        )
     test = None
     if test_logits is not None:
         test = _split_summary(test_logits, test_labels, temperature, bins)
     return {
         "temperature": temperature,
+        "fitted_temperature": fitted,
+        "note": note,
         "val": _split_summary(val_logits, val_labels, temperature, bins),
         "test": test,
     }

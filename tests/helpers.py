@@ -69,3 +69,61 @@ def write_dicom(
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=preamble)
     return path
+
+
+def save_untrained(
+    folder: Path,
+    model: str = "tiny-cnn",
+    *,
+    lungs: str = "none",
+    temperature: float = 1.0,
+    seed: int = 0,
+    class_names: tuple[str, ...] = ("Normal", "COVID", "Viral Pneumonia"),
+) -> Path:
+    """A saved classifier with freshly initialised (seeded) weights, as `covidcxr train`
+    writes one; with ``lungs`` crop or mask, a seeded tiny-unet is bundled as its segmenter."""
+    import torch
+
+    from covidcxr.artifact import SEGMENTER_DIR, ModelCard, save_classifier
+    from covidcxr.models import create_model, get_model_spec
+
+    torch.manual_seed(seed)
+    spec = get_model_spec(model)
+    network = create_model(model, num_classes=len(class_names), weights=None)
+    card = ModelCard(
+        model=model,
+        class_names=list(class_names),
+        input_size=spec.input_size,
+        in_channels=spec.in_channels,
+        mean=list(spec.mean),
+        std=list(spec.std),
+        target_layer=spec.target_layer,
+        temperature=temperature,
+        lungs={"mode": lungs, "margin": 0.05, "masks": "segmenter"},
+        metrics={"test_accuracy": 0.5},
+    )
+    save_classifier(folder, network, card)
+    if lungs != "none":
+        seg_spec = get_model_spec("tiny-unet")
+        segmenter = create_model("tiny-unet", weights=None)
+        with torch.no_grad():  # zero output weights, positive bias: all "lung", never empty
+            segmenter.unet.final_conv.weight.zero_()
+            segmenter.unet.final_conv.bias.fill_(2.0)
+        seg_card = ModelCard(
+            model="tiny-unet",
+            class_names=["lung"],
+            input_size=seg_spec.input_size,
+            in_channels=seg_spec.in_channels,
+            mean=list(seg_spec.mean),
+            std=list(seg_spec.std),
+            target_layer=seg_spec.target_layer,
+            task="segmentation",
+        )
+        save_classifier(folder / SEGMENTER_DIR, segmenter, seg_card)
+    return folder
+
+
+def real_images(root: Path, count: int | None = None) -> list[Path]:
+    """The real-sample X-rays (not masks), sorted."""
+    files = sorted(p for p in root.rglob("images/*.png"))
+    return files if count is None else files[:count]

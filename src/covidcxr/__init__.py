@@ -22,6 +22,9 @@ _EXPORTS = {
     "evaluate": "covidcxr.engine.evaluate",
     "load_model": "covidcxr.artifact",
     "predict_files": "covidcxr.predict",
+    "export_onnx": "covidcxr.export",
+    "load_onnx": "covidcxr.export",
+    "create_app": "covidcxr.service.app",
     "create_model": "covidcxr.models",
     "list_models": "covidcxr.models",
 }

@@ -454,11 +454,20 @@ def evaluate_command(
 
 @app.command("predict")
 def predict_command(
-    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a saved model folder, or an exported .onnx file.")
+    ],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (any depth).")],
     out: Annotated[
-        Path | None, typer.Option(help="Write predictions here (.csv or .json).")
+        Path | None,
+        typer.Option(help="Write predictions here as they come (.csv, .jsonl or .json)."),
     ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip files already in --out and append to it.")
+    ] = False,
+    runtime: Annotated[
+        str, typer.Option(help="torch, or onnx (ONNX Runtime; run `covidcxr export` first).")
+    ] = "torch",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     seg_model: Annotated[
         Path | None, typer.Option(help="Lung segmenter for a classifier trained with --lungs.")
@@ -466,23 +475,80 @@ def predict_command(
     workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
-    """Class probabilities for images (PNG, JPEG, DICOM); bad files are listed and skipped."""
+    """Class probabilities for images (PNG, JPEG, DICOM), streamed over folders of any size;
+    bad files are listed and skipped."""
     from covidcxr.predict import predict_files
+
+    if resume and out is None:
+        raise _fail("--resume needs --out: the file whose predictions to keep and extend")
+
+    def show(rows: list[dict]) -> None:
+        for row in rows:
+            typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}")
 
     try:
         with _progress("Predicting", quiet) as progress:
-            result = predict_files(model, inputs, out, batch_size, workers, progress, seg_model)
+            result = predict_files(
+                model, inputs, out, batch_size, workers, progress, seg_model,
+                runtime=runtime, resume=resume, keep_rows=False,
+                on_rows=show if out is None else None,
+            )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
-    if out is None:
-        for row in result.rows:
-            typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}")
-    else:
-        typer.echo(f"Wrote {len(result.rows)} predictions to {result.out}")
+    if out is not None:
+        already = f" ({result.skipped} already there)" if resume else ""
+        typer.echo(f"Wrote {result.predicted} predictions to {result.out}{already}")
     if result.failures:
         typer.echo(f"{len(result.failures)} files skipped:", err=True)
         for path, reason in result.failures:
             typer.echo(f"  {path}: {reason}", err=True)
+
+
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="The .onnx file (default: model.onnx in the model folder).")
+    ] = None,
+    check: Annotated[
+        list[Path] | None,
+        typer.Option(help="Images or folders to compare ONNX Runtime with PyTorch on."),
+    ] = None,
+) -> None:
+    """Export a model to ONNX (one file; preprocessing and calibration inside) and check that
+    ONNX Runtime gives PyTorch's probabilities."""
+    from covidcxr.export import PARITY_TOLERANCE, export_onnx
+
+    try:
+        images = None
+        if check:
+            from covidcxr.io import ImageReadError, read_image
+            from covidcxr.predict import iter_image_files
+
+            images = []
+            for path, reason in iter_image_files(check):
+                if reason is not None:
+                    raise FileNotFoundError(f"{path}: {reason}")
+                try:
+                    images.append(read_image(path))
+                except ImageReadError as error:
+                    typer.echo(f"skipped {error}", err=True)
+            if not images:
+                raise ValueError(f"no readable images in {', '.join(map(str, check))}")
+        result = export_onnx(model, out, images)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    source = "check images" if check else "synthetic images"
+    typer.echo(f"Wrote {result.path}")
+    typer.echo(
+        f"Parity with PyTorch on {result.images_checked} {source}: max |difference| of "
+        f"probabilities {result.max_abs_difference:.2e} (tolerance {PARITY_TOLERANCE:g})"
+    )
+    if result.segmenter_path is not None:
+        typer.echo(
+            f"Wrote its lung segmenter {result.segmenter_path} (max |difference| "
+            f"{result.segmenter_max_abs_difference:.2e})"
+        )
 
 
 @app.command("compare")
@@ -696,6 +762,33 @@ def report_command(
     for section in result.sections:
         typer.echo(f"{section.title}: {section.finding}")
     typer.echo(f"Report: {result.path}")
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[Path, typer.Argument(help="A classifier's run folder or model folder.")],
+    seg: Annotated[
+        Path | None, typer.Option("--seg", help="Lung segmentation model: lung outlines.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (413).")] = 32.0,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may take (504).")] = 60.0,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a page at / to drop
+    X-rays on (research use only)."""
+    from covidcxr.service.app import ServiceSettings, serve
+
+    if max_upload_mb <= 0 or timeout <= 0:
+        raise _fail("--max-upload-mb and --timeout should be positive")
+    settings = ServiceSettings(max_upload_mb=max_upload_mb, timeout_s=timeout)
+    typer.echo(f"covidcxr: serving {model} on http://{host}:{port}/  (research use only)")
+    try:
+        serve(model, seg, host, port, settings)
+    except (FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
 
 
 @app.command("models")

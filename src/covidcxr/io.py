@@ -28,9 +28,11 @@ file, says what is wrong and, where there is one, how to fix it. A missing file 
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -124,6 +126,46 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage
     return _load_pillow(path, max_pixels)
 
 
+def load_image_bytes(
+    data: bytes, name: str = "upload", *, max_pixels: int = MAX_PIXELS
+) -> LoadedImage:
+    """:func:`load_image` for an image held in memory (an upload): nothing touches the disk.
+    ``name`` stands for the file in error messages. The format is sniffed from the content
+    (:func:`sniff_format`), never from a name."""
+    if not data:
+        raise EmptyFileError(name, "the file is empty (0 bytes)", "Re-export or re-copy it.")
+    kind = sniff_format(data)
+    if kind == "DICOM":
+        return _load_dicom(name, max_pixels, force=True, source=io.BytesIO(data))
+    if kind is None:
+        raise NotAnImageError(
+            name,
+            "is not a PNG, JPEG or DICOM image",
+            "Supported: PNG and JPEG (8/16-bit), DICOM with pixel data.",
+        )
+    return _load_pillow(name, max_pixels, source=io.BytesIO(data))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """``"PNG"``, ``"JPEG"`` or ``"DICOM"`` from a file's first bytes, else None.
+
+    DICOM is recognised by its Part 10 preamble (``DICM`` at byte 128) or, for files written
+    without one, by a first element in group 0x0008 (little-endian, as raw archives store it).
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    # No preamble: a first element of group 2 (file meta) or 8, then an explicit VR or an
+    # implicit-VR length that fits a header element.
+    header_like = data[4:6].isalpha() or int.from_bytes(data[4:8], "little") < 4096
+    if len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00") and header_like:
+        return "DICOM"
+    return None
+
+
 def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into a float32 ``(H, W)`` array in ``[0, 1]``, bright = dense."""
     return load_image(path, max_pixels=max_pixels).image
@@ -151,18 +193,26 @@ def is_dicom(path: str | Path) -> bool:
 # PNG / JPEG
 
 
-def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
+def _load_pillow(path: str | Path, max_pixels: int, source: BinaryIO | None = None) -> LoadedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    path = Path(path)
     try:
         # Pillow's own bomb check (a warning, then an error) would fire at its own limit; ours
         # comes first, before any pixel is decoded, and is an error.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(path)
+            opened = Image.open(path if source is None else source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageTooLargeError(path, f"declares an image too large to decode ({error})") from None
     except UnidentifiedImageError:
+        kind = _sniff_source(path, source)
+        if kind is not None:
+            raise TruncatedImageError(
+                path,
+                f"starts like a {kind} file but its header is corrupt or cut off",
+                "Re-export or re-copy the file.",
+            ) from None
         raise NotAnImageError(
             path,
             "is not a PNG, JPEG or DICOM image",
@@ -198,6 +248,18 @@ def _load_pillow(path: Path, max_pixels: int) -> LoadedImage:
         )
         array = _pillow_to_unit_grey(image)
     return LoadedImage(image=array, info=info)
+
+
+def _sniff_source(path: Path, source: BinaryIO | None) -> str | None:
+    """:func:`sniff_format` of the first bytes of ``source`` (or of the file at ``path``)."""
+    try:
+        if source is not None:
+            source.seek(0)
+            return sniff_format(source.read(256))
+        with path.open("rb") as handle:
+            return sniff_format(handle.read(256))
+    except OSError:
+        return None
 
 
 def _pillow_bit_depth(mode: str) -> int:
@@ -242,12 +304,15 @@ _DICOM_DECODER_HINTS: dict[str, str] = {
 }
 
 
-def _load_dicom(path: Path, max_pixels: int, force: bool) -> LoadedImage:
+def _load_dicom(
+    path: str | Path, max_pixels: int, force: bool, source: BinaryIO | None = None
+) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    path = Path(path)
     try:
-        dataset = pydicom.dcmread(path, force=force)
+        dataset = pydicom.dcmread(path if source is None else source, force=force)
     except InvalidDicomError:
         raise NotAnImageError(path, "is not a valid DICOM file") from None
     except (EOFError, OSError, ValueError, KeyError, TypeError) as error:

@@ -1,49 +1,89 @@
-"""``covidcxr predict``: class probabilities for image files, bad files listed and skipped."""
+"""``covidcxr predict``: class probabilities for image files, at any scale.
+
+:func:`predict_files` streams: folders are walked lazily (in a stable, sorted order), images
+are decoded and resized by worker processes a chunk ahead of the network, and each chunk's
+rows are appended to the output as soon as they exist, so memory stays bounded however large
+the archive. With ``resume=True`` files already in the output are skipped: a run killed at
+any point continues where it stopped. Unreadable files never stop a run; they are counted and
+listed with their reasons (and written to ``<output>.failures.csv`` beside a CSV / JSON Lines
+output, or into the ``failures`` list of a JSON output).
+
+Output formats, chosen by the suffix of ``out``:
+
+* ``.csv`` — ``path, predicted, confidence, p_<class>...``, one row per image;
+* ``.jsonl`` — one JSON object per line, the same fields;
+* ``.json`` — ``{"class_names", "predictions": [...], "failures": [...]}``, one prediction per
+  line while it is written, so a cut-off file can be resumed.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
 CHUNK = 256
+LUNG_CHUNK = 16
+RUNTIMES = ("torch", "onnx")
+
+# How the JSON output is laid out, so that a resumed run can find the rows written so far.
+_JSON_ROW_PREFIX = "    "
+_JSON_FAILURES = '\n  ],\n  "failures": '
 
 
 @dataclass
 class PredictionResult:
-    """Per-file predictions (``rows``), the files that could not be read, and where the output
-    went."""
+    """What a prediction run did. ``rows`` holds the predictions when they were kept (always
+    without ``out``), ``predicted`` counts them either way, ``skipped`` counts files already in
+    the output of a resumed run, ``failures`` lists files that could not be read."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     out: Path | None = None
+    predicted: int = 0
+    skipped: int = 0
 
 
-def find_image_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Expand files and folders (recursively) into image files, in a stable order. Inside a
-    folder, lung masks (files under a ``masks/`` folder, as in the database) are skipped.
-    Inputs that do not exist are returned as failures, not raised."""
+def iter_image_files(inputs: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for every image file under ``inputs`` (files and folders, folders
+    walked recursively in sorted order, hidden entries and ``masks/`` folders skipped), and
+    ``(path, reason)`` for inputs that do not exist. Lazy: nothing is listed ahead."""
     from covidcxr.data.layouts import is_image_file, is_mask_path
 
-    files: list[Path] = []
-    missing: list[tuple[Path, str]] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            files.extend(
-                p for p in found if is_image_file(p) and not is_mask_path(p.relative_to(path))
-            )
+            for folder, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                base = Path(folder)
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    file = base / name
+                    if is_image_file(file) and not is_mask_path(file.relative_to(path)):
+                        yield file, None
         elif path.is_file():
+            yield path, None
+        else:
+            yield path, "no such file or folder"
+
+
+def find_image_files(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """:func:`iter_image_files` as two lists: image files, and missing inputs with a reason."""
+    files: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for path, reason in iter_image_files(inputs):
+        if reason is None:
             files.append(path)
         else:
-            missing.append((path, "no such file or folder"))
+            missing.append((path, reason))
     return files, missing
 
 
@@ -55,87 +95,179 @@ def predict_files(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     seg_model: str | Path | None = None,
+    *,
+    runtime: str = "torch",
+    resume: bool = False,
+    keep_rows: bool | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> PredictionResult:
-    """Predict every image under ``inputs`` with ``model`` (a path or a loaded
-    :class:`covidcxr.artifact.Classifier`). With ``out`` (``.csv`` or ``.json``) the rows are
-    written there too. Unreadable files are skipped and listed in ``failures``. A classifier
-    trained on lungs only (``--lungs``) segments them first, with its bundled segmenter or
-    ``seg_model``."""
-    import torch
+    """Predict every image under ``inputs`` with ``model``.
 
-    from covidcxr.artifact import Classifier, load_model
-    from covidcxr.data.scan import parallel_map
+    Args:
+        model: a saved model (run folder, model folder, ``.onnx`` file) or a loaded
+            :class:`covidcxr.artifact.Classifier` (an :class:`~covidcxr.export.OnnxClassifier`
+            included).
+        inputs: image files and folders.
+        out: ``.csv``, ``.jsonl`` or ``.json`` file, written as the run goes (see the module
+            docstring); None keeps the rows in memory only.
+        batch_size: images per forward pass.
+        workers: decoding processes (default: all cores, at most 8; 0: decode in this process).
+        progress: called with ``(done, total)`` after each chunk; ``total`` is known from a
+            first, listing-only walk of the inputs.
+        seg_model: lung segmenter for a classifier trained with ``--lungs`` (default: the one
+            saved with it).
+        runtime: ``"torch"`` or ``"onnx"`` (ONNX Runtime on the model's exported
+            ``model.onnx``; see :mod:`covidcxr.export`).
+        resume: skip files already in ``out`` and append to it; without it ``out`` is replaced.
+        keep_rows: keep every row in ``result.rows`` (default: only when ``out`` is None).
+        on_rows: called with each chunk's rows as they are predicted.
+    """
     from covidcxr.engine.perf import tune_allocator
 
     tune_allocator()
-    classifier = model if isinstance(model, Classifier) else load_model(model)
-    if not isinstance(classifier, Classifier):
-        raise ValueError(
-            f"{model}: is a lung segmentation model; use `covidcxr segment predict` for masks"
-        )
+    classifier = _load_classifier(model, runtime)
     if seg_model is not None:
         classifier.use_segmenter(seg_model)
     if classifier.lung_mode != "none":
         classifier.segmenter  # noqa: B018  (fail now, before reading thousands of files)
-    files, failures = find_image_files(inputs)
-    result = PredictionResult(failures=failures)
     names = classifier.class_names
-    done = 0
-    size = classifier.card.input_size
-    for start in range(0, len(files), CHUNK):
-        chunk = files[start : start + CHUNK]
-        # workers decode and resize, so only small uint8 arrays travel between processes
-        decoded = list(parallel_map(_read_resized, [(p, size) for p in chunk], workers))
-        good = [
-            (path, image)
-            for path, (image, _) in zip(chunk, decoded, strict=True)
-            if image is not None
-        ]
-        result.failures.extend(
-            (path, error) for path, (_, error) in zip(chunk, decoded, strict=True) if error
-        )
-        if good:
-            batch = torch.from_numpy(np.stack([image for _, image in good])).unsqueeze(1)
-            probabilities = classifier.predict_prepared(batch, batch_size)
-            for (path, _), row in zip(good, probabilities, strict=True):
-                best = int(np.argmax(row))
-                result.rows.append(
-                    {
-                        "path": str(path),
-                        "predicted": names[best],
-                        "confidence": float(row[best]),
-                        **{f"p_{name}": float(p) for name, p in zip(names, row, strict=True)},
-                    }
-                )
-        done += len(chunk)
+    keep = out is None if keep_rows is None else keep_rows
+    writer = _Writer(Path(out), names, resume) if out is not None else None
+    result = PredictionResult(out=writer.path if writer else None)
+    # Lung focusing needs each image at full resolution, so fewer of them travel at once.
+    lungs = classifier.lung_mode != "none"
+    size, chunk_size = (None, LUNG_CHUNK) if lungs else (classifier.card.input_size, CHUNK)
+    try:
+        done_paths = writer.done if writer else set()
+        total = sum(1 for path, reason in iter_image_files(inputs) if reason is None)
+        pending = _pending_files(inputs, done_paths, result)
+        unreadable = 0
         if progress is not None:
-            progress(done, len(files))
-    if out is not None:
-        result.out = write_predictions(result, Path(out), names)
+            progress(result.skipped, total)
+        for chunk, decoded in _decode_ahead(pending, size, workers, chunk_size):
+            pairs = list(zip(chunk, decoded, strict=True))
+            good = [(path, image) for path, (image, _) in pairs if image is not None]
+            failed = [(path, error) for path, (_, error) in pairs if error is not None]
+            result.failures.extend(failed)
+            unreadable += len(failed)
+            rows = _predict_rows(classifier, good, names, batch_size)
+            result.predicted += len(rows)
+            if writer is not None:
+                writer.write(rows)
+            if keep:
+                result.rows.extend(rows)
+            if on_rows is not None and rows:
+                on_rows(rows)
+            if progress is not None:
+                progress(result.skipped + result.predicted + unreadable, total)
+    finally:
+        if writer is not None:
+            writer.close(result.failures)
     return result
 
 
 def write_predictions(result: PredictionResult, out: Path, class_names: Sequence[str]) -> Path:
-    """Write the rows as CSV (``.csv``) or JSON (any other suffix), atomically; the JSON also
-    lists the failures."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    if out.suffix.lower() == ".csv":
-        columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in class_names]]
-        with partial.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(result.rows)
+    """Write ``result.rows`` and ``result.failures`` to ``out`` (``.csv``, ``.jsonl`` or
+    ``.json``), replacing it."""
+    writer = _Writer(Path(out), list(class_names), resume=False)
+    writer.write(result.rows)
+    writer.close(result.failures)
+    return writer.path
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _load_classifier(model: Any, runtime: str) -> Any:
+    from covidcxr.artifact import Classifier, load_model
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime should be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if isinstance(model, Classifier):
+        return model
+    if runtime == "onnx" or Path(model).suffix.lower() == ".onnx":
+        from covidcxr.export import load_onnx
+
+        loaded = load_onnx(model)
     else:
-        failures = [{"path": str(p), "reason": r} for p, r in result.failures]
-        payload = {
-            "class_names": list(class_names),
-            "predictions": result.rows,
-            "failures": failures,
-        }
-        partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(partial, out)
-    return out
+        loaded = load_model(model)
+    if not isinstance(loaded, Classifier):
+        raise ValueError(
+            f"{model}: is a lung segmentation model; use `covidcxr segment predict` for masks"
+        )
+    return loaded
+
+
+def _pending_files(
+    inputs: Sequence[str | Path], done: set[str], result: PredictionResult
+) -> Iterator[Path]:
+    """Image files still to predict; missing inputs go to ``result.failures``, files already
+    in the output are counted in ``result.skipped``."""
+    for path, reason in iter_image_files(inputs):
+        if reason is not None:
+            result.failures.append((path, reason))
+        elif str(path) in done:
+            result.skipped += 1
+        else:
+            yield path
+
+
+def _decode_ahead(
+    files: Iterator[Path], size: int | None, workers: int | None, chunk_size: int
+) -> Iterator[tuple[list[Path], list[tuple[np.ndarray | None, str | None]]]]:
+    """Chunks of ``files`` with their decoded, resized images. With workers, the next chunk
+    is decoded while the caller works on the current one (two chunks in memory at most)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import islice
+
+    from covidcxr.data.scan import default_workers
+
+    count = default_workers() if workers is None else workers
+    chunks = iter(lambda: list(islice(files, chunk_size)), [])
+    if count <= 1:
+        for chunk in chunks:
+            yield chunk, [_read_resized((path, size)) for path in chunk]
+        return
+    with ProcessPoolExecutor(max_workers=count) as executor:
+
+        def submit(chunk: list[Path]) -> Any:
+            jobs = [(path, size) for path in chunk]
+            return executor.map(_read_resized, jobs, chunksize=max(1, len(chunk) // (4 * count)))
+
+        current = next(chunks, None)
+        future = submit(current) if current else None
+        while current:
+            following = next(chunks, None)
+            next_future = submit(following) if following else None
+            yield current, list(future)
+            current, future = following, next_future
+
+
+def _predict_rows(
+    classifier: Any, good: list[tuple[Path, np.ndarray]], names: list[str], batch_size: int
+) -> list[dict[str, Any]]:
+    import torch
+
+    if not good:
+        return []
+    images = [image for _, image in good]
+    if classifier.lung_mode != "none":
+        batch = classifier.prepare(images)  # full-resolution images: focus, then resize
+    else:
+        batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
+    probabilities = classifier.predict_prepared(batch, batch_size)
+    rows = []
+    for (path, _), row in zip(good, probabilities, strict=True):
+        best = int(np.argmax(row))
+        rows.append(
+            {
+                "path": str(path),
+                "predicted": names[best],
+                "confidence": float(row[best]),
+                **{f"p_{name}": float(p) for name, p in zip(names, row, strict=True)},
+            }
+        )
+    return rows
 
 
 def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str | None]:
@@ -151,3 +283,123 @@ def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str 
     except (ImageReadError, OSError) as error:
         reason = error.reason if isinstance(error, ImageReadError) else str(error)
         return None, reason
+
+
+class _Writer:
+    """Appends prediction rows to a CSV / JSON Lines / JSON file as they come, flushing each
+    chunk to disk; on resume, reads the rows already there and cuts off a half-written one."""
+
+    def __init__(self, path: Path, class_names: list[str], resume: bool) -> None:
+        suffix = path.suffix.lower()
+        self.format = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "json")
+        self.path = path
+        self.class_names = class_names
+        self.columns = ["path", "predicted", "confidence", *[f"p_{n}" for n in class_names]]
+        self.done: set[str] = set()
+        self.rows_written = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and path.is_file() and path.stat().st_size > 0:
+            keep = self._read_existing()
+            self.handle: TextIO = path.open("r+", encoding="utf-8", newline="")
+            self.handle.seek(keep)
+            self.handle.truncate()
+        else:
+            self.handle = path.open("w", encoding="utf-8", newline="")
+            if self.format == "csv":
+                csv.writer(self.handle).writerow(self.columns)
+            elif self.format == "json":
+                self.handle.write(_json_head(class_names))
+        self._flush()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self.format == "csv":
+            csv.DictWriter(self.handle, fieldnames=self.columns).writerows(rows)
+        else:
+            for row in rows:
+                line = json.dumps(row)
+                if self.format == "jsonl":
+                    self.handle.write(line + "\n")
+                else:
+                    separator = "," if self.rows_written else ""
+                    self.handle.write(f"{separator}\n{_JSON_ROW_PREFIX}{line}")
+                self.rows_written += 1
+        self._flush()
+
+    def close(self, failures: list[tuple[Path, str]]) -> None:
+        if self.handle.closed:
+            return
+        listed = [{"path": str(path), "reason": reason} for path, reason in failures]
+        if self.format == "json":
+            self.handle.write(_JSON_FAILURES + json.dumps(listed, indent=4) + "\n}\n")
+        self._flush()
+        self.handle.close()
+        sidecar = self.path.with_name(self.path.name + ".failures.csv")
+        if self.format != "json":
+            if listed:
+                with sidecar.open("w", encoding="utf-8", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=["path", "reason"])
+                    writer.writeheader()
+                    writer.writerows(listed)
+            else:
+                sidecar.unlink(missing_ok=True)
+
+    def _flush(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def _read_existing(self) -> int:
+        """Record the paths already predicted; return the byte offset to continue writing at
+        (after the last complete row)."""
+        data = self.path.read_bytes()
+        if self.format == "csv":
+            return self._read_csv(data)
+        return self._read_lines(data)
+
+    def _read_csv(self, data: bytes) -> int:
+        end = data.rfind(b"\n") + 1  # a line without its newline was cut off
+        reader = csv.reader(io.StringIO(data[:end].decode("utf-8"), newline=""))
+        header = next(reader, None)
+        if header != self.columns:
+            raise ValueError(
+                f"{self.path}: its columns {header} are not this model's {self.columns}; "
+                "resume with the model that wrote it, or write to a new file"
+            )
+        self.done.update(row[0] for row in reader if len(row) == len(self.columns))
+        return end
+
+    def _read_lines(self, data: bytes) -> int:
+        """JSON Lines, or the row lines of the JSON layout (indent + object + a comma before
+        the next row)."""
+        head = _json_head(self.class_names).encode() if self.format == "json" else b""
+        if not data.startswith(head):
+            raise ValueError(
+                f"{self.path}: not a prediction file this model wrote (other classes, or not "
+                "covidcxr's layout); write to a new file instead of resuming"
+            )
+        offset = keep = len(head)
+        for line in data[len(head) :].splitlines(keepends=True):
+            start, offset = offset, offset + len(line)
+            text = line.strip()
+            if not text:
+                continue
+            if self.format == "jsonl" and not line.endswith(b"\n"):
+                break  # cut off while being written
+            if self.format == "json" and not line.startswith(_JSON_ROW_PREFIX.encode() + b"{"):
+                break  # the closing "]" and failures of a finished run
+            try:
+                row = json.loads(text.rstrip(b","))
+            except json.JSONDecodeError:
+                break
+            if not isinstance(row, dict) or "path" not in row:
+                break
+            self.done.add(str(row["path"]))
+            self.rows_written += 1
+            # JSON: continue right after the object; the next row brings its own comma.
+            keep = offset if self.format == "jsonl" else start + len(line.rstrip().rstrip(b","))
+        return keep
+
+
+def _json_head(class_names: list[str]) -> str:
+    return '{\n  "class_names": ' + json.dumps(class_names) + ',\n  "predictions": ['

@@ -1,0 +1,336 @@
+"""ONNX export, and models that run on ONNX Runtime instead of PyTorch.
+
+:func:`export_onnx` writes a saved model as one ``.onnx`` file that holds the whole inference
+path after resizing: the uint8 image ``(N, 1, S, S)`` goes in (the same tensor
+:meth:`covidcxr.artifact.Classifier.prepare` makes), the normalisation, the network and, for a
+classifier, the temperature-calibrated softmax run inside the graph. The model card travels in
+the file's metadata (``covidcxr.card``), so :func:`load_onnx` needs nothing else. A classifier
+trained on the lungs alone (``--lungs crop|mask``) needs its lung segmenter: it is exported
+beside it as ``<name>.segmenter.onnx``.
+
+Every export is checked before the file is put in place: ONNX Runtime and PyTorch run the same
+images and the largest absolute difference between their probabilities must stay below
+:data:`PARITY_TOLERANCE`.
+
+Graph inputs and outputs:
+
+==============  ==========================  =============================================
+name            shape, type                 what
+==============  ==========================  =============================================
+image           (N, 1, S, S) uint8          resized grey image, bright = dense
+probabilities   (N, C) float32              classifier: softmax(logits / temperature)
+logits          (N, C) float32              classifier: raw network output
+probabilities   (N, S, S) float32           segmenter: lung probability per pixel
+==============  ==========================  =============================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covidcxr.artifact import Classifier, ModelCard, Segmenter
+
+__all__ = [
+    "ONNX_FILE",
+    "PARITY_TOLERANCE",
+    "ExportResult",
+    "OnnxClassifier",
+    "OnnxSegmenter",
+    "ParityError",
+    "export_onnx",
+    "load_onnx",
+]
+
+ONNX_FILE = "model.onnx"
+"""Where :func:`export_onnx` writes by default: beside ``model.json`` in the model folder."""
+
+PARITY_TOLERANCE = 1e-4
+"""Largest allowed |ONNX Runtime - PyTorch| on any probability of the check images."""
+
+CARD_KEY = "covidcxr.card"
+SEGMENTER_SUFFIX = ".segmenter.onnx"
+OPSET = 18
+
+
+class ParityError(ValueError):
+    """ONNX Runtime's probabilities differ from PyTorch's by more than the tolerance."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how closely ONNX Runtime matched PyTorch."""
+
+    path: Path
+    max_abs_difference: float
+    images_checked: int
+    segmenter_path: Path | None = None
+    segmenter_max_abs_difference: float | None = None
+
+
+def export_onnx(
+    model: str | Path,
+    out: str | Path | None = None,
+    check_images: Sequence[np.ndarray] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportResult:
+    """Export the saved model at ``model`` (run folder, model folder or ``model.json``) to ONNX.
+
+    Args:
+        model: a classifier or a lung segmenter saved by covidcxr.
+        out: the ``.onnx`` file to write; default ``model.onnx`` in the model folder.
+        check_images: images in the covidcxr convention (float ``(H, W)`` in [0, 1]) to compare
+            ONNX Runtime with PyTorch on; default: 8 seeded synthetic images.
+        tolerance: the largest allowed absolute difference of any probability.
+
+    Raises:
+        ParityError: the two runtimes disagree beyond ``tolerance`` (nothing is written).
+    """
+    from covidcxr.artifact import load_model
+
+    loaded = load_model(model)
+    target = Path(out) if out is not None else loaded.folder / ONNX_FILE
+    if target.suffix.lower() != ".onnx":
+        raise ValueError(f"{target}: the output should be a .onnx file")
+    images = list(check_images) if check_images is not None else _synthetic_images()
+    if not images:
+        raise ValueError("check_images is empty: give at least one image to compare runtimes on")
+    result = ExportResult(target, 0.0, len(images))
+    if isinstance(loaded, Classifier) and loaded.lung_mode != "none":
+        segmenter_path = target.with_name(target.name.removesuffix(".onnx") + SEGMENTER_SUFFIX)
+        difference = _export_checked(loaded.segmenter, segmenter_path, images, tolerance)
+        result.segmenter_path, result.segmenter_max_abs_difference = segmenter_path, difference
+    result.max_abs_difference = _export_checked(loaded, target, images, tolerance)
+    return result
+
+
+def load_onnx(path: str | Path) -> OnnxClassifier | OnnxSegmenter:
+    """Load an exported model for ONNX Runtime: a ``.onnx`` file, or a model / run folder
+    holding ``model.onnx``."""
+    path = Path(path)
+    candidates = [path] if path.suffix.lower() == ".onnx" else [path / ONNX_FILE]
+    if path.is_dir():
+        candidates.append(path / "model" / ONNX_FILE)
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"{path}: no ONNX model here (looked for {', '.join(map(str, candidates))}); "
+            f"create it with `covidcxr export {path}`"
+        )
+    session = _session(found)
+    raw = session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
+    if raw is None:
+        raise ValueError(
+            f"{found}: an ONNX file without a covidcxr model card; export it with `covidcxr "
+            "export` so its classes and preprocessing travel with it"
+        )
+    known = ModelCard.__dataclass_fields__
+    card = ModelCard(**{key: value for key, value in json.loads(raw).items() if key in known})
+    kind = OnnxSegmenter if card.task == "segmentation" else OnnxClassifier
+    return kind(session, card, found)
+
+
+class OnnxClassifier(Classifier):
+    """A :class:`~covidcxr.artifact.Classifier` whose network runs on ONNX Runtime: the same
+    preprocessing (``prepare``), the same calibrated probabilities."""
+
+    def __init__(self, session: Any, card: ModelCard, path: Path) -> None:
+        super().__init__(None, card, path.parent)
+        self.session, self.path = session, path
+
+    @property
+    def segmenter(self) -> Segmenter:
+        if self._segmenter is None:
+            bundled = self.path.with_name(self.path.name.removesuffix(".onnx") + SEGMENTER_SUFFIX)
+            if not bundled.is_file():
+                raise ValueError(
+                    f"{self.path}: this classifier sees only the lungs (--lungs {self.lung_mode}) "
+                    f"and {bundled.name} is missing beside it; export the model again"
+                )
+            self.use_segmenter(load_onnx(bundled))
+        assert self._segmenter is not None
+        return self._segmenter
+
+    def use_segmenter(self, segmenter: str | Path | Segmenter) -> None:
+        if isinstance(segmenter, str | Path) and Path(segmenter).suffix.lower() == ".onnx":
+            segmenter = load_onnx(segmenter)
+        super().use_segmenter(segmenter)
+
+    def predict_prepared(self, images: Any, batch_size: int = 64, progress: Any = None) -> Any:
+        return _run(self.session, images, batch_size, progress)
+
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({self.card.model!r}, classes={self.class_names}, from {self.path})"
+
+
+class OnnxSegmenter(Segmenter):
+    """A :class:`~covidcxr.artifact.Segmenter` running on ONNX Runtime."""
+
+    def __init__(self, session: Any, card: ModelCard, path: Path) -> None:
+        super().__init__(None, card, path.parent)
+        self.session, self.path = session, path
+
+    def predict_probabilities(self, images: Sequence[np.ndarray], batch_size: int = 8) -> Any:
+        import torch
+
+        from covidcxr.artifact import prepare_images
+
+        prepared = prepare_images(images, self.card.input_size)
+        return torch.from_numpy(_run(self.session, prepared, batch_size))
+
+    def __repr__(self) -> str:
+        return f"OnnxSegmenter({self.card.model!r}, from {self.path})"
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _export_checked(
+    loaded: Classifier | Segmenter, target: Path, images: list[np.ndarray], tolerance: float
+) -> float:
+    """Export ``loaded`` to a temporary file beside ``target``, compare runtimes, then move it
+    into place; the worst difference is returned."""
+    import onnx
+
+    from covidcxr.artifact import prepare_images
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        _trace(loaded, partial)
+        proto = onnx.load(str(partial))
+        card = asdict(loaded.card)
+        onnx.helper.set_model_props(proto, {CARD_KEY: json.dumps(card, default=str)})
+        proto.doc_string = (
+            f"covidcxr {loaded.card.model} ({loaded.card.task}); research use only, not a "
+            "diagnostic device"
+        )
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(partial))
+        prepared = prepare_images(images, loaded.card.input_size)
+        if isinstance(loaded, Classifier):
+            reference = loaded.predict_prepared(prepared, batch_size=16)
+        else:
+            reference = loaded.predict_probabilities(images).numpy()
+        exported = _run(_session(partial), prepared, 16)
+        difference = float(np.abs(exported - reference).max())
+        if not difference < tolerance:
+            raise ParityError(
+                f"{target}: ONNX Runtime and PyTorch disagree by {difference:.3g} on the "
+                f"probabilities of {len(images)} images (tolerance {tolerance:g}); not written"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return difference
+
+
+class _Deployable:
+    """Factory of the ``nn.Module`` that is traced: uint8 image in, probabilities out."""
+
+    @staticmethod
+    def build(loaded: Classifier | Segmenter) -> Any:
+        import torch
+        from torch import nn
+
+        from covidcxr.engine.inference import normalise
+
+        card = loaded.card
+
+        class Classify(nn.Module):
+            def __init__(self, network: nn.Module) -> None:
+                super().__init__()
+                self.network = network
+
+            def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
+                return torch.softmax(logits / card.temperature, dim=1), logits
+
+        class Segment(nn.Module):
+            def __init__(self, network: nn.Module) -> None:
+                super().__init__()
+                self.network = network
+
+            def forward(self, image: torch.Tensor) -> torch.Tensor:
+                logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
+                return torch.sigmoid(logits)[:, 0]
+
+        kind = Segment if isinstance(loaded, Segmenter) else Classify
+        return kind(loaded.network).eval()
+
+
+def _trace(loaded: Classifier | Segmenter, path: Path) -> None:
+    import torch
+
+    module = _Deployable.build(loaded)
+    size = loaded.card.input_size
+    example = torch.zeros((2, 1, size, size), dtype=torch.uint8)
+    outputs = ["probabilities"] if isinstance(loaded, Segmenter) else ["probabilities", "logits"]
+    # The exporter prints its progress and warns about opsets and decompositions: not news.
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+        )
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own untyped exceptions
+        raise ValueError(f"{path}: ONNX Runtime cannot load this file ({error})") from None
+
+
+def _run(session: Any, images: Any, batch_size: int, progress: Any = None) -> np.ndarray:
+    """The first output of ``session`` over uint8 ``images`` (N, 1, S, S), in batches."""
+    array = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1] != 1:
+        raise ValueError(f"images should be uint8 (N, 1, S, S), got {array.dtype} {array.shape}")
+    outputs = []
+    total = len(array)
+    for start in range(0, total, batch_size):
+        batch = np.ascontiguousarray(array[start : start + batch_size])
+        outputs.append(session.run(["probabilities"], {"image": batch})[0])
+        if progress is not None:
+            progress(min(total, start + batch_size), total)
+    if not outputs:
+        shape = session.get_outputs()[0].shape[1:]
+        return np.zeros((0, *[int(s) for s in shape]), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+def _synthetic_images(count: int = 8) -> list[np.ndarray]:
+    """Seeded stand-ins for X-rays when no check images are given: smooth gradients with
+    noise, so every intensity range and some texture reach the network."""
+    generator = np.random.default_rng(0)
+    images = []
+    for index in range(count):
+        size = 160 + 24 * index
+        ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
+        base = 0.5 * ramp[None, :] + 0.3 * ramp[::-1, None]
+        noise = generator.random((size, size), dtype=np.float32) * 0.2
+        images.append(np.clip(base + noise, 0.0, 1.0))
+    return images

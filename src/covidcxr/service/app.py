@@ -1,0 +1,325 @@
+"""The web service: a FastAPI app around one classifier (and optionally a lung segmenter).
+
+Endpoints:
+
+* ``POST /predict`` — one X-ray (PNG, JPEG or DICOM; a multipart form field ``file`` or the raw
+  body) → class probabilities, the predicted class, its (calibrated) confidence, and with
+  ``?heatmap=true`` / ``?lungs=true`` a Grad-CAM overlay and a lung mask as base64 PNGs;
+* ``GET /health`` — liveness and the model's name;
+* ``GET /model`` — the model card;
+* ``GET /`` — a page a clinician can drop an X-ray on; ``/docs`` and ``/openapi.json``.
+
+Limits: uploads above ``max_upload_mb`` get 413 (checked on the declared length and while the
+body streams in), content that is not PNG, JPEG or DICOM gets 415 (sniffed from the bytes,
+never from a name), an image that cannot be decoded gets 422, and a request that takes longer
+than ``timeout_s`` gets 504. Uploads are never written to disk and nothing about them is
+logged; of a DICOM header only :data:`DICOM_ALLOWED_TAGS` are echoed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from covidcxr.service.uploads import UploadError, read_upload
+
+NOTICE = (
+    "Research tool, not a diagnostic device: covidcxr has not been validated for clinical use. "
+    "Its output must not guide the diagnosis or treatment of any patient."
+)
+
+#: DICOM attributes the service may return: none of them identifies a patient.
+DICOM_ALLOWED_TAGS = (
+    "Modality",
+    "PhotometricInterpretation",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "BitsStored",
+)
+
+#: Longest side of the overlay PNGs returned (the X-ray itself may be 4,000 px).
+DISPLAY_SIZE = 1024
+
+OPENAPI_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Limits of the service. ``max_upload_mb``: largest accepted file; ``timeout_s``: longest
+    a request may take before 504; ``max_pixels``: largest image (width × height) decoded."""
+
+    max_upload_mb: float = 32.0
+    timeout_s: float = 60.0
+    max_pixels: int = 8192 * 8192
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+class Analyser:
+    """The models behind the service and the work of one request. The networks are used by
+    one request at a time (a lock); decoding and encoding run in parallel."""
+
+    def __init__(self, model: Any, seg_model: Any = None, max_pixels: int = 8192 * 8192) -> None:
+        from covidcxr.artifact import Classifier, Segmenter, load_model
+
+        loaded = model if isinstance(model, Classifier) else load_model(model)
+        if not isinstance(loaded, Classifier):
+            raise ValueError(f"{model}: a lung segmentation model; serve a classifier")
+        self.classifier = loaded
+        self.segmenter: Segmenter | None = None
+        if seg_model is not None:
+            segmenter = seg_model if isinstance(seg_model, Segmenter) else load_model(seg_model)
+            if not isinstance(segmenter, Segmenter):
+                raise ValueError(f"{seg_model}: not a lung segmentation model (--seg)")
+            self.segmenter = segmenter
+            if loaded.lung_mode != "none":
+                loaded.use_segmenter(segmenter)
+        elif loaded.lung_mode != "none":
+            self.segmenter = loaded.segmenter  # the one saved with it (or a clear error)
+        self.max_pixels = max_pixels
+        self.lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """One pass of everything a request may need (Grad-CAM's import, first-call setup),
+        so that the first clinician does not wait for it."""
+        from covidcxr.explain import saliency_maps
+
+        image = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+        with self.lock:
+            saliency_maps(self.classifier, [image])
+            if self.segmenter is not None:
+                self.segmenter.predict_masks([image])
+
+    def card(self) -> dict[str, Any]:
+        card = asdict(self.classifier.card)
+        card["segmenter"] = None if self.segmenter is None else self.segmenter.card.model
+        return card
+
+    def analyse(self, data: bytes, heatmap: bool, lungs: bool) -> dict[str, Any]:
+        """Everything ``POST /predict`` returns for one file's bytes."""
+        from covidcxr.io import ImageReadError, load_image_bytes, sniff_format
+
+        started = time.perf_counter()
+        kind = sniff_format(data)
+        if kind is None:
+            raise UploadError(
+                415,
+                "this is not a PNG, JPEG or DICOM file; send a chest X-ray in one of these formats",
+            )
+        try:
+            loaded = load_image_bytes(data, "the upload", max_pixels=self.max_pixels)
+        except ImageReadError as error:
+            hint = f" {error.hint}" if error.hint else ""
+            raise UploadError(
+                422, f"the {kind} file cannot be read: {error.reason}.{hint}"
+            ) from None
+        image = loaded.image
+        card = self.classifier.card
+        mask = None
+        saliency = None
+        with self.lock:
+            if heatmap:
+                from covidcxr.explain import saliency_maps
+
+                maps, probabilities = saliency_maps(self.classifier, [image])
+                saliency = maps[0]
+            else:
+                probabilities = self.classifier.predict_proba([image])
+            if lungs and self.segmenter is not None:
+                mask = self.segmenter.predict_masks([image])[0]
+        row = probabilities[0]
+        best = int(np.argmax(row))
+        result: dict[str, Any] = {
+            "model": card.model,
+            "predicted": card.class_names[best],
+            "confidence": float(row[best]),
+            "probabilities": {
+                name: float(p) for name, p in zip(card.class_names, row, strict=True)
+            },
+            "calibrated": card.temperature != 1.0,
+            "temperature": card.temperature,
+            "image": {
+                "format": loaded.info.format,
+                "width": loaded.info.width,
+                "height": loaded.info.height,
+            },
+            "dicom": _dicom_summary(data) if kind == "DICOM" else None,
+            "overlay_png": None,
+            "lung_mask_png": None,
+            "lung_fraction": None,
+            "lungs_available": self.segmenter is not None,
+            "notice": NOTICE,
+        }
+        if saliency is not None or mask is not None:
+            result["overlay_png"] = _overlay_png(image, saliency, mask)
+        if mask is not None:
+            result["lung_mask_png"] = _png_base64((mask * 255).astype(np.uint8))
+        if saliency is not None and mask is not None:
+            from covidcxr.explain import lung_saliency_fraction
+
+            result["lung_fraction"] = lung_saliency_fraction(saliency, mask)
+        result["elapsed_ms"] = round(1000 * (time.perf_counter() - started), 1)
+        return result
+
+
+def create_app(
+    model: Any,
+    seg_model: Any = None,
+    settings: ServiceSettings | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``model`` (a saved classifier's path or a loaded
+    :class:`~covidcxr.artifact.Classifier`), with lung outlines from ``seg_model`` (or the
+    segmenter saved with a lung-focused classifier)."""
+    from covidcxr import __version__
+
+    settings = settings or ServiceSettings()
+    analyser = Analyser(model, seg_model, settings.max_pixels)
+    analyser.warm_up()
+    page = resources.files("covidcxr.service").joinpath("static/index.html").read_text("utf-8")
+    app = FastAPI(
+        title="covidcxr",
+        version=__version__,
+        description=f"Chest X-ray classification with explanations. {NOTICE}",
+    )
+    app.state.analyser = analyser
+    app.state.settings = settings
+
+    @app.exception_handler(UploadError)
+    async def refuse(request: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness: the service is up and which model it serves."""
+        return {"status": "ok", "model": analyser.classifier.card.model, "version": __version__}
+
+    @app.get("/model")
+    async def model_card() -> dict[str, Any]:
+        """The model card: classes, input size, preprocessing, temperature, test metrics."""
+        return analyser.card()
+
+    @app.post("/predict", openapi_extra=OPENAPI_UPLOAD)
+    async def predict(
+        request: Request,
+        heatmap: bool = Query(False, description="Add a Grad-CAM overlay (overlay_png)."),
+        lungs: bool = Query(
+            False, description="Add the lung mask and outline (needs a segmenter)."
+        ),
+    ) -> dict[str, Any]:
+        """Classify one chest X-ray (PNG, JPEG or DICOM) sent as form field ``file`` or as the
+        raw body."""
+        data = await read_upload(
+            request.stream(),
+            request.headers.get("content-type", "application/octet-stream"),
+            request.headers.get("content-length"),
+            settings.max_upload_bytes,
+        )
+        if not data:
+            raise UploadError(400, "the file is empty (0 bytes); choose the X-ray again")
+        try:
+            return await asyncio.wait_for(
+                run_in_threadpool(analyser.analyse, data, heatmap, lungs), settings.timeout_s
+            )
+        except TimeoutError:
+            raise UploadError(
+                504, f"the analysis took longer than {settings.timeout_s:g} s; try again later"
+            ) from None
+
+    return app
+
+
+def serve(
+    model: str | Path,
+    seg_model: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServiceSettings | None = None,
+) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    from covidcxr.engine.perf import tune_allocator
+
+    tune_allocator()
+    app = create_app(model, seg_model, settings)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+
+
+def _dicom_summary(data: bytes) -> dict[str, Any]:
+    """The allow-listed header attributes of a DICOM upload (nothing that names a patient)."""
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    summary = {}
+    for name in DICOM_ALLOWED_TAGS:
+        value = dataset.get(name)
+        if value is not None and value != "":
+            summary[name] = int(value) if isinstance(value, int) else str(value)
+    return summary
+
+
+def _overlay_png(image: np.ndarray, saliency: np.ndarray | None, mask: np.ndarray | None) -> str:
+    """The X-ray with the heatmap and / or lung outline, at most DISPLAY_SIZE px, as base64."""
+    from covidcxr.data.transforms import resize_mask
+    from covidcxr.explain import saliency_overlay
+
+    height, width = image.shape
+    scale = min(1.0, DISPLAY_SIZE / max(height, width))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    shown = _resize_float(image, size)
+    heat = _resize_float(saliency, size) if saliency is not None else np.zeros(size, np.float32)
+    small_mask = resize_mask(mask, size) if mask is not None else None
+    rgb = saliency_overlay(shown, np.clip(heat, 0.0, 1.0), small_mask)
+    return _png_base64(rgb)
+
+
+def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if values.shape == size:
+        return values.astype(np.float32, copy=False)
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(
+        (size[1], size[0]), Image.Resampling.BILINEAR
+    )
+    return np.asarray(resized, dtype=np.float32)
+
+
+def _png_base64(array: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

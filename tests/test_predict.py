@@ -1,0 +1,171 @@
+"""Streaming prediction: every format written as it goes, resumed after a cut, bad files
+listed, rows not kept in memory, lung-focused models focused, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import covidcxr.predict as predict_module
+from covidcxr.artifact import load_model
+from covidcxr.cli import app
+from covidcxr.predict import iter_image_files, predict_files
+from helpers import real_images, save_untrained, write_png
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_untrained(tmp_path_factory.mktemp("predict") / "model")
+
+
+@pytest.fixture
+def archive(tmp_path: Path, real_dataset: Path) -> Path:
+    """A nested folder of 12 real X-rays (links), one bad file, a mask folder and a hidden
+    file that must be skipped."""
+    root = tmp_path / "archive"
+    for index, source in enumerate(real_images(real_dataset, 12)):
+        target = root / f"site{index % 3}" / f"day{index % 2}" / f"img{index:02d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source.resolve())
+    (root / "site0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    write_png(root / "site1" / "masks" / "img01.png", np.full((8, 8), 255, np.uint8))
+    write_png(root / ".hidden.png", np.full((8, 8), 255, np.uint8))
+    return root
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return json.loads(path.read_text())["predictions"]
+
+
+def test_walk_is_sorted_and_skips_masks_and_hidden_files(archive: Path) -> None:
+    found = list(iter_image_files([archive, archive / "nope"]))
+    files = [path for path, reason in found if reason is None]
+    assert len(files) == 13  # 12 X-rays + the broken one
+    assert files == sorted(files, key=lambda p: (p.parent.relative_to(archive).parts, p.name))
+    assert not any("masks" in p.parts or p.name.startswith(".") for p in files)
+    assert found[-1] == (archive / "nope", "no such file or folder")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_cut_off_output_is_resumed_to_the_same_predictions(
+    model: Path, archive: Path, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"predictions{suffix}"
+    full = predict_files(model, [archive], out, workers=0)
+    assert full.predicted == 12 and full.rows == []  # streamed, not kept
+    assert [p.name for p, _ in full.failures] == ["broken.png"]
+    complete = read_rows(out)
+    assert len(complete) == 12
+    data = out.read_bytes()
+    for cut in (len(data) // 3, 2 * len(data) // 3):  # mid-row cuts
+        out.write_bytes(data[:cut])
+        resumed = predict_files(model, [archive], out, workers=0, resume=True)
+        assert 0 < resumed.skipped < 12 and resumed.skipped + resumed.predicted == 12
+        rows = read_rows(out)
+        assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in complete)
+        by_path = {r["path"]: float(r["p_COVID"]) for r in complete}
+        assert all(float(r["p_COVID"]) == pytest.approx(by_path[r["path"]]) for r in rows)
+    again = predict_files(model, [archive], out, workers=0, resume=True)
+    assert (again.predicted, again.skipped) == (0, 12)
+
+
+def test_failures_are_listed_beside_a_csv(model: Path, archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    predict_files(model, [archive], out, workers=0)
+    listed = (tmp_path / "p.csv.failures.csv").read_text()
+    assert "broken.png" in listed and "corrupt or cut off" in listed
+    json_out = tmp_path / "p.json"
+    predict_files(model, [archive], json_out, workers=0)
+    failures = json.loads(json_out.read_text())["failures"]
+    assert [Path(f["path"]).name for f in failures] == ["broken.png"]
+
+
+def test_resuming_another_models_file_is_refused(model, archive, tmp_path) -> None:
+    out = tmp_path / "p.csv"
+    out.write_text("path,predicted,confidence,p_A,p_B\n")
+    with pytest.raises(ValueError, match="not this model's"):
+        predict_files(model, [archive], out, workers=0, resume=True)
+
+
+def test_worker_processes_give_the_same_rows_in_the_same_order(
+    model: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predict_module, "CHUNK", 5)  # several chunks decoded ahead
+    single = predict_files(model, [archive], workers=0)
+    pooled = predict_files(model, [archive], workers=2)
+    assert [r["path"] for r in pooled.rows] == [r["path"] for r in single.rows]
+    assert np.allclose(
+        [r["confidence"] for r in pooled.rows], [r["confidence"] for r in single.rows]
+    )
+
+
+def test_progress_reaches_the_total(model: Path, archive: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    predict_files(model, [archive], workers=0, progress=lambda d, t: calls.append((d, t)))
+    assert calls[0] == (0, 13) and calls[-1] == (13, 13)
+
+
+class LeftHalf:
+    """A stand-in lung segmenter: the left half of every image is "lung"."""
+
+    def predict_masks(self, images):
+        masks = []
+        for image in images:
+            mask = np.zeros(image.shape, bool)
+            mask[:, : image.shape[1] // 2] = True
+            masks.append(mask)
+        return masks
+
+
+@pytest.mark.parametrize("mode", ["crop", "mask"])
+def test_lung_focused_models_see_the_lungs_as_in_training(
+    tmp_path: Path, real_dataset: Path, mode: str
+) -> None:
+    classifier = load_model(save_untrained(tmp_path / "model", lungs=mode))
+    classifier._segmenter = LeftHalf()
+    files = real_images(real_dataset, 6)
+    expected = classifier.predict_proba(files)
+    rows = predict_files(classifier, files, workers=0).rows
+    got = np.array([[r["p_Normal"], r["p_COVID"], r["p_Viral Pneumonia"]] for r in rows])
+    assert np.abs(got - expected).max() < 1e-6
+    whole = load_model(save_untrained(tmp_path / "plain")).predict_proba(files)
+    assert np.abs(got - whole).max() > 1e-4  # the focusing changed what the network saw
+
+
+def test_cli_streams_to_stdout_and_lists_bad_files(model: Path, archive: Path) -> None:
+    result = runner.invoke(app, ["predict", str(model), str(archive), "--quiet", "--workers", "0"])
+    assert result.exit_code == 0
+    lines = [line for line in result.stdout.splitlines() if "\t" in line]
+    assert len(lines) == 12
+    assert "1 files skipped" in result.stderr and "broken.png" in result.stderr
+
+
+def test_cli_resume_needs_an_output(model: Path, archive: Path) -> None:
+    result = runner.invoke(app, ["predict", str(model), str(archive), "--resume"])
+    assert result.exit_code == 2 and "--resume needs --out" in result.output
+
+
+def test_cli_resume_reports_what_was_there(model: Path, archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    args = ["predict", str(model), str(archive), "--out", str(out), "--quiet", "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0
+    assert "Wrote 0 predictions" in result.stdout and "(12 already there)" in result.stdout
+
+
+def test_unknown_runtime_is_refused(model: Path, archive: Path) -> None:
+    with pytest.raises(ValueError, match="runtime should be one of torch, onnx"):
+        predict_files(model, [archive], runtime="tensorrt")

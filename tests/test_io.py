@@ -297,3 +297,31 @@ def test_every_real_sample_image_and_mask_reads(real_dataset: Path) -> None:
     mask = read_mask(real_dataset / "Viral Pneumonia" / "masks" / "Viral Pneumonia-1.png")
     assert mask.dtype == bool and mask.shape == (256, 256)
     assert 0.1 < mask.mean() < 0.6  # two lungs, not everything
+
+
+def test_bytes_are_read_like_files(tmp_path: Path) -> None:
+    from covidcxr.io import load_image_bytes, sniff_format
+
+    png = write_png(tmp_path / "a.png", gradient())
+    dicom = write_dicom(tmp_path / "a", (np.arange(20 * 30).reshape(20, 30) * 6).astype(np.uint16))
+    bare = write_dicom(tmp_path / "b", np.ones((4, 4), np.uint16), preamble=False)
+    assert sniff_format(png.read_bytes()) == "PNG"
+    assert sniff_format(dicom.read_bytes()) == "DICOM"
+    assert sniff_format(bare.read_bytes()) == "DICOM"
+    assert sniff_format(b"GIF89a....") is None and sniff_format(b"") is None
+    for path in (png, dicom):
+        from_bytes = load_image_bytes(path.read_bytes(), "upload")
+        from_file = load_image(path)
+        assert np.array_equal(from_bytes.image, from_file.image)
+        assert from_bytes.info == from_file.info
+
+
+def test_bad_bytes_name_the_upload_and_say_why() -> None:
+    from covidcxr.io import EmptyFileError, NotAnImageError, TruncatedImageError, load_image_bytes
+
+    with pytest.raises(EmptyFileError, match=r"^my-upload: the file is empty"):
+        load_image_bytes(b"", "my-upload")
+    with pytest.raises(NotAnImageError, match="not a PNG, JPEG or DICOM"):
+        load_image_bytes(b"plain text", "my-upload")
+    with pytest.raises(TruncatedImageError, match="starts like a PNG file"):
+        load_image_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30), "my-upload")

@@ -146,12 +146,19 @@ class Analyser:
         card = self.classifier.card
         mask = None
         saliency = None
+        # The networks run under the lock (Grad-CAM hooks into them, and one forward pass at a
+        # time keeps all cores for it); resizing a plain model's input happens outside it.
+        prepared = None
+        if not heatmap and self.classifier.lung_mode == "none":
+            prepared = self.classifier.prepare([image])
         with self.lock:
             if heatmap:
                 from covidcxr.explain import saliency_maps
 
                 maps, probabilities = saliency_maps(self.classifier, [image])
                 saliency = maps[0]
+            elif prepared is not None:
+                probabilities = self.classifier.predict_prepared(prepared)
             else:
                 probabilities = self.classifier.predict_proba([image])
             if lungs and self.segmenter is not None:

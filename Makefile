@@ -48,6 +48,7 @@ demo: install
 	$(BIN)/covidcxr compare $(DEMO)/seed-cnn $(DEMO)/seed-cnn-augment \
 		$(DEMO)/efficientnet-lite0 $(DEMO)/seed-cnn-lungs --out $(DEMO)
 	$(BIN)/covidcxr report $(DEMO)/seed-cnn --data $(DEMO)/data --out $(DEMO)/report.html --quiet
+	$(BIN)/covidcxr export $(DEMO)/seed-cnn --check $(DEMO)/data/COVID/images
 	@echo
 	@echo "Demo finished. Open $(DEMO)/report.html first: data, curves, results with confidence"
 	@echo "intervals, calibration, Grad-CAM, sources, shortcut probes, leakage. Then, in $(DEMO)/:"
@@ -57,7 +58,10 @@ demo: install
 	@echo "                   curves.png, confusion_matrix.png, metrics.json, saved model in model/"
 	@echo "  unet-lite/       lung segmentation: metrics.json (Dice, IoU, HD95), worst_cases.png"
 	@echo "  overlays/        predicted lung masks and outlines on three X-rays"
+	@echo "  seed-cnn/model/model.onnx  the CNN for ONNX Runtime (checked against PyTorch above)"
 	@echo "  Try: .venv/bin/covidcxr predict $(DEMO)/seed-cnn $(DEMO)/data/COVID/images/COVID-1.png"
+	@echo "  and: .venv/bin/covidcxr serve $(DEMO)/seed-cnn --seg $(DEMO)/unet-lite, then open"
+	@echo "       http://127.0.0.1:8000/ and drop an X-ray on the page"
 
 # The browser test drives Debian's Chromium (no browser download). Under CI (CI=true) it is
 # installed here and the test must run; elsewhere the test is skipped, saying how to enable it.

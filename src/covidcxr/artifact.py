@@ -293,6 +293,12 @@ def load_model(path: str | Path) -> Classifier | Segmenter:
     except RuntimeError as error:
         raise ValueError(f"{weights}: weights do not fit a {card.model} ({error})") from None
     network.eval()
+    if card.task != "segmentation":
+        # oneDNN's CPU convolutions are fastest on NHWC: seed-cnn answers in less than half
+        # the time at batch 1 (benchmarks/bench_inference.py). U-Nets were slower so, and stay.
+        import torch
+
+        network.to(memory_format=torch.channels_last)
     kind = Segmenter if card.task == "segmentation" else Classifier
     return kind(network, card, folder)
 

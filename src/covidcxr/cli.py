@@ -492,6 +492,7 @@ def predict_command(
                 model, inputs, out, batch_size, workers, progress, seg_model,
                 runtime=runtime, resume=resume, keep_rows=False,
                 on_rows=show if out is None else None,
+                warn=lambda message: typer.echo(f"warning: {message}", err=True),
             )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None

@@ -93,7 +93,8 @@ def export_onnx(
         tolerance: the largest allowed absolute difference of any probability.
 
     Raises:
-        ParityError: the two runtimes disagree beyond ``tolerance`` (nothing is written).
+        ParityError: the two runtimes disagree beyond ``tolerance``; nothing is written and an
+            earlier export at ``out`` (and its segmenter) is left as it was.
     """
     from covidcxr.artifact import load_model
 
@@ -105,11 +106,26 @@ def export_onnx(
     if not images:
         raise ValueError("check_images is empty: give at least one image to compare runtimes on")
     result = ExportResult(target, 0.0, len(images))
+    parts = [(loaded, target)]
     if isinstance(loaded, Classifier) and loaded.lung_mode != "none":
         segmenter_path = target.with_name(target.name.removesuffix(".onnx") + SEGMENTER_SUFFIX)
-        difference = _export_checked(loaded.segmenter, segmenter_path, images, tolerance)
-        result.segmenter_path, result.segmenter_max_abs_difference = segmenter_path, difference
-    result.max_abs_difference = _export_checked(loaded, target, images, tolerance)
+        parts.insert(0, (loaded.segmenter, segmenter_path))
+        result.segmenter_path = segmenter_path
+    partials = [path.with_name(f".{path.name}.partial") for _, path in parts]
+    try:
+        differences = [
+            _export_checked(part, partial, images, tolerance, path)
+            for (part, path), partial in zip(parts, partials, strict=True)
+        ]
+        # Every file passed: only now replace any earlier export, the classifier last.
+        for (_, path), partial in zip(parts, partials, strict=True):
+            os.replace(partial, path)
+    finally:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+    result.max_abs_difference = differences[-1]
+    if result.segmenter_path is not None:
+        result.segmenter_max_abs_difference = differences[0]
     return result
 
 
@@ -195,42 +211,41 @@ class OnnxSegmenter(Segmenter):
 
 
 def _export_checked(
-    loaded: Classifier | Segmenter, target: Path, images: list[np.ndarray], tolerance: float
+    loaded: Classifier | Segmenter,
+    partial: Path,
+    images: list[np.ndarray],
+    tolerance: float,
+    target: Path,
 ) -> float:
-    """Export ``loaded`` to a temporary file beside ``target``, compare runtimes, then move it
-    into place; the worst difference is returned."""
+    """Export ``loaded`` to ``partial`` (named ``target`` in messages) and compare ONNX Runtime
+    with PyTorch on ``images``; the worst difference is returned."""
     import onnx
 
     from covidcxr.artifact import prepare_images
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
-        _trace(loaded, partial)
-        proto = onnx.load(str(partial))
-        card = asdict(loaded.card)
-        onnx.helper.set_model_props(proto, {CARD_KEY: json.dumps(card, default=str)})
-        proto.doc_string = (
-            f"covidcxr {loaded.card.model} ({loaded.card.task}); research use only, not a "
-            "diagnostic device"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    _trace(loaded, partial)
+    proto = onnx.load(str(partial))
+    card = asdict(loaded.card)
+    onnx.helper.set_model_props(proto, {CARD_KEY: json.dumps(card, default=str)})
+    proto.doc_string = (
+        f"covidcxr {loaded.card.model} ({loaded.card.task}); research use only, not a "
+        "diagnostic device"
+    )
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(partial))
+    prepared = prepare_images(images, loaded.card.input_size)
+    if isinstance(loaded, Classifier):
+        reference = loaded.predict_prepared(prepared, batch_size=16)
+    else:
+        reference = loaded.predict_probabilities(images).numpy()
+    exported = _run(_session(partial), prepared, 16)
+    difference = float(np.abs(exported - reference).max())
+    if not difference < tolerance:
+        raise ParityError(
+            f"{target}: ONNX Runtime and PyTorch disagree by {difference:.3g} on the "
+            f"probabilities of {len(images)} images (tolerance {tolerance:g}); nothing written"
         )
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(partial))
-        prepared = prepare_images(images, loaded.card.input_size)
-        if isinstance(loaded, Classifier):
-            reference = loaded.predict_prepared(prepared, batch_size=16)
-        else:
-            reference = loaded.predict_probabilities(images).numpy()
-        exported = _run(_session(partial), prepared, 16)
-        difference = float(np.abs(exported - reference).max())
-        if not difference < tolerance:
-            raise ParityError(
-                f"{target}: ONNX Runtime and PyTorch disagree by {difference:.3g} on the "
-                f"probabilities of {len(images)} images (tolerance {tolerance:g}); not written"
-            )
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return difference
 
 

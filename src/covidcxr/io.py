@@ -28,6 +28,7 @@ file, says what is wrong and, where there is one, how to fix it. A missing file 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -177,14 +178,14 @@ def read_mask(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def is_dicom(path: str | Path) -> bool:
-    """True when the file has the DICOM preamble (``DICM`` at byte 128) or a DICOM suffix."""
+    """True when the file has a DICOM suffix or starts like DICOM (:func:`sniff_format`: the
+    ``DICM`` preamble, or a bare first header element)."""
     path = Path(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
         with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
+            return sniff_format(handle.read(256)) == "DICOM"
     except OSError:
         return False
 
@@ -315,11 +316,24 @@ def _load_dicom(
         dataset = pydicom.dcmread(path if source is None else source, force=force)
     except InvalidDicomError:
         raise NotAnImageError(path, "is not a valid DICOM file") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as error:
+    except Exception as error:  # pydicom raises many kinds on corrupt headers
         raise TruncatedImageError(
-            path, f"the DICOM header is truncated or corrupt ({error})"
+            path, f"the DICOM header is truncated or corrupt ({type(error).__name__}: {error})"
+        ) from None
+    try:
+        return _dicom_image(path, dataset, max_pixels)
+    except ImageReadError:
+        raise
+    except Exception as error:  # values pydicom cannot apply (bad LUTs, VRs, rescale...)
+        raise TruncatedImageError(
+            path,
+            f"the DICOM file cannot be converted to an image ({type(error).__name__}: {error})",
+            "Check the file with a DICOM viewer; re-export it from the archive.",
         ) from None
 
+
+def _dicom_image(path: Path, dataset, max_pixels: int) -> LoadedImage:
+    """The image of a parsed DICOM dataset, in the covidcxr convention."""
     if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         modality = dataset.get("Modality", "unknown modality")
         sop = getattr(dataset.get("SOPClassUID", None), "name", "unknown SOP class")
@@ -360,10 +374,11 @@ def _decode_dicom_pixels(path: Path, dataset) -> np.ndarray:
         pixels = pixel_array(dataset, index=0 if frames > 1 else None)
     except (RuntimeError, NotImplementedError) as error:
         message = str(error)
-        if (
-            syntax is not None
-            and syntax.is_compressed
-            and ("missing" in message.lower() or "no pixel data decoders" in message.lower())
+        compressed = False
+        with contextlib.suppress(Exception):  # an unknown syntax UID has no is_compressed
+            compressed = syntax is not None and bool(syntax.is_compressed)
+        if compressed and (
+            "missing" in message.lower() or "no pixel data decoders" in message.lower()
         ):
             packages = _DICOM_DECODER_HINTS.get(
                 str(syntax), "pylibjpeg pylibjpeg-openjpeg pyjpegls"
@@ -400,7 +415,10 @@ def _dicom_to_unit_grey(pixels: np.ndarray, dataset, photometric: str) -> np.nda
     values = apply_modality_lut(pixels, dataset)
     voi_items = dataset.get("VOILUTSequence") or []
     has_lut = bool(voi_items) and "LUTDescriptor" in voi_items[0] and "LUTData" in voi_items[0]
-    has_window = "WindowCenter" in dataset and "WindowWidth" in dataset
+    # A window of zero (or negative) width maps nothing: treat the image as unwindowed.
+    has_window = (
+        "WindowCenter" in dataset and "WindowWidth" in dataset and _first_window(dataset)[1] >= 1
+    )
     if has_lut:
         descriptor = [int(v) for v in voi_items[0].LUTDescriptor]
         entries, first_mapped = descriptor[0] or 65536, descriptor[1]

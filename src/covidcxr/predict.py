@@ -18,6 +18,7 @@ Output formats, chosen by the suffix of ``out``:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -100,6 +101,7 @@ def predict_files(
     resume: bool = False,
     keep_rows: bool | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PredictionResult:
     """Predict every image under ``inputs`` with ``model``.
 
@@ -121,6 +123,7 @@ def predict_files(
         resume: skip files already in ``out`` and append to it; without it ``out`` is replaced.
         keep_rows: keep every row in ``result.rows`` (default: only when ``out`` is None).
         on_rows: called with each chunk's rows as they are predicted.
+        warn: called with a message when ``resume`` finds rows that match none of the inputs.
     """
     from covidcxr.engine.perf import tune_allocator
 
@@ -138,28 +141,39 @@ def predict_files(
     lungs = classifier.lung_mode != "none"
     size, chunk_size = (None, LUNG_CHUNK) if lungs else (classifier.card.input_size, CHUNK)
     try:
-        done_paths = writer.done if writer else set()
-        total = sum(1 for path, reason in iter_image_files(inputs) if reason is None)
-        pending = _pending_files(inputs, done_paths, result)
+        done = {_key(path) for path in writer.done} if writer else set()
+        total = already = 0
+        for path, reason in iter_image_files(inputs):  # a listing walk: the total, for the ETA
+            if reason is None:
+                total += 1
+                already += _key(path) in done
+        if done and not already and warn is not None:
+            warn(
+                f"none of the {len(done)} rows already in {out} match these inputs (paths are "
+                "compared as absolute paths); they are kept and every file is predicted"
+            )
+        pending = _pending_files(inputs, done, result)
         unreadable = 0
         if progress is not None:
-            progress(result.skipped, total)
-        for chunk, decoded in _decode_ahead(pending, size, workers, chunk_size):
-            pairs = list(zip(chunk, decoded, strict=True))
-            good = [(path, image) for path, (image, _) in pairs if image is not None]
-            failed = [(path, error) for path, (_, error) in pairs if error is not None]
-            result.failures.extend(failed)
-            unreadable += len(failed)
-            rows = _predict_rows(classifier, good, names, batch_size)
-            result.predicted += len(rows)
-            if writer is not None:
-                writer.write(rows)
-            if keep:
-                result.rows.extend(rows)
-            if on_rows is not None and rows:
-                on_rows(rows)
-            if progress is not None:
-                progress(result.skipped + result.predicted + unreadable, total)
+            progress(already, total)
+        decoding = contextlib.closing(_decode_ahead(pending, size, workers, chunk_size))
+        with decoding as chunks:
+            for chunk, decoded in chunks:
+                pairs = list(zip(chunk, decoded, strict=True))
+                good = [(path, image) for path, (image, _) in pairs if image is not None]
+                failed = [(path, error) for path, (_, error) in pairs if error is not None]
+                result.failures.extend(failed)
+                unreadable += len(failed)
+                rows = _predict_rows(classifier, good, names, batch_size)
+                result.predicted += len(rows)
+                if writer is not None:
+                    writer.write(rows)
+                if keep:
+                    result.rows.extend(rows)
+                if on_rows is not None and rows:
+                    on_rows(rows)
+                if progress is not None:
+                    progress(result.skipped + result.predicted + unreadable, total)
     finally:
         if writer is not None:
             writer.close(result.failures)
@@ -206,10 +220,16 @@ def _pending_files(
     for path, reason in iter_image_files(inputs):
         if reason is not None:
             result.failures.append((path, reason))
-        elif str(path) in done:
+        elif _key(path) in done:
             result.skipped += 1
         else:
             yield path
+
+
+def _key(path: str | Path) -> str:
+    """How a file is recognised in an output being resumed: its absolute path (symlinks kept,
+    so two links to one file stay two rows), whatever form the inputs were typed in."""
+    return os.path.abspath(os.fspath(path))
 
 
 def _decode_ahead(
@@ -228,12 +248,13 @@ def _decode_ahead(
         for chunk in chunks:
             yield chunk, [_read_resized((path, size)) for path in chunk]
         return
-    with ProcessPoolExecutor(max_workers=count) as executor:
+    executor = ProcessPoolExecutor(max_workers=count)
 
-        def submit(chunk: list[Path]) -> Any:
-            jobs = [(path, size) for path in chunk]
-            return executor.map(_read_resized, jobs, chunksize=max(1, len(chunk) // (4 * count)))
+    def submit(chunk: list[Path]) -> Any:
+        jobs = [(path, size) for path in chunk]
+        return executor.map(_read_resized, jobs, chunksize=max(1, len(chunk) // (4 * count)))
 
+    try:
         current = next(chunks, None)
         future = submit(current) if current else None
         while current:
@@ -241,6 +262,10 @@ def _decode_ahead(
             next_future = submit(following) if following else None
             yield current, list(future)
             current, future = following, next_future
+    finally:
+        # Closed early (an error downstream, Ctrl-C): drop the chunk decoded ahead, do not
+        # wait for it.
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _predict_rows(
@@ -283,11 +308,17 @@ def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str 
     except (ImageReadError, OSError) as error:
         reason = error.reason if isinstance(error, ImageReadError) else str(error)
         return None, reason
+    except Exception as error:  # a decoder's own failure: still one bad file, not a dead run
+        return None, f"could not be read ({type(error).__name__}: {error})"
 
 
 class _Writer:
     """Appends prediction rows to a CSV / JSON Lines / JSON file as they come, flushing each
-    chunk to disk; on resume, reads the rows already there and cuts off a half-written one."""
+    chunk to disk; on resume, reads the rows already there and cuts off a half-written one.
+
+    File names that are not valid UTF-8 (possible on Linux) are kept byte for byte in CSV
+    (``surrogateescape``) and escaped in JSON, and match again on resume.
+    """
 
     def __init__(self, path: Path, class_names: list[str], resume: bool) -> None:
         suffix = path.suffix.lower()
@@ -298,17 +329,14 @@ class _Writer:
         self.done: set[str] = set()
         self.rows_written = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and path.is_file() and path.stat().st_size > 0:
-            keep = self._read_existing()
-            self.handle: TextIO = path.open("r+", encoding="utf-8", newline="")
+        keep = self._read_existing() if resume and path.is_file() else None
+        if keep is not None:
+            self.handle: TextIO = path.open("r+", **_TEXT)
             self.handle.seek(keep)
             self.handle.truncate()
         else:
-            self.handle = path.open("w", encoding="utf-8", newline="")
-            if self.format == "csv":
-                csv.writer(self.handle).writerow(self.columns)
-            elif self.format == "json":
-                self.handle.write(_json_head(class_names))
+            self.handle = path.open("w", **_TEXT)
+            self.handle.write(self._head())
         self._flush()
 
     def write(self, rows: list[dict[str, Any]]) -> None:
@@ -338,49 +366,67 @@ class _Writer:
         sidecar = self.path.with_name(self.path.name + ".failures.csv")
         if self.format != "json":
             if listed:
-                with sidecar.open("w", encoding="utf-8", newline="") as handle:
+                with sidecar.open("w", **_TEXT) as handle:
                     writer = csv.DictWriter(handle, fieldnames=["path", "reason"])
                     writer.writeheader()
                     writer.writerows(listed)
             else:
                 sidecar.unlink(missing_ok=True)
 
+    def _head(self) -> str:
+        if self.format == "csv":
+            buffer = io.StringIO(newline="")
+            csv.writer(buffer).writerow(self.columns)
+            return buffer.getvalue()
+        return _json_head(self.class_names) if self.format == "json" else ""
+
     def _flush(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
-    def _read_existing(self) -> int:
-        """Record the paths already predicted; return the byte offset to continue writing at
-        (after the last complete row)."""
+    def _read_existing(self) -> int | None:
+        """Record the paths already predicted; return the offset to continue writing at (after
+        the last complete row), or None to start the file afresh (it holds no row yet)."""
         data = self.path.read_bytes()
-        if self.format == "csv":
-            return self._read_csv(data)
-        return self._read_lines(data)
-
-    def _read_csv(self, data: bytes) -> int:
-        end = data.rfind(b"\n") + 1  # a line without its newline was cut off
-        reader = csv.reader(io.StringIO(data[:end].decode("utf-8"), newline=""))
-        header = next(reader, None)
-        if header != self.columns:
+        head = self._head().encode("utf-8", "surrogateescape")
+        if len(data) <= len(head) and head.startswith(data):
+            return None  # empty, or cut inside the header: nothing to keep
+        if head and not data.startswith(head):
             raise ValueError(
-                f"{self.path}: its columns {header} are not this model's {self.columns}; "
-                "resume with the model that wrote it, or write to a new file"
+                f"{self.path}: not a prediction file of this model (its header is not "
+                f"{self._head().strip()!r}); resume with the model that wrote it, or write to a "
+                "new file"
             )
-        self.done.update(row[0] for row in reader if len(row) == len(self.columns))
-        return end
+        if self.format == "csv":
+            return self._read_csv(data, len(head))
+        return self._read_lines(data, len(head))
 
-    def _read_lines(self, data: bytes) -> int:
+    def _read_csv(self, data: bytes, start: int) -> int:
+        """Rows after the header up to the last complete record. A record ends at a newline
+        outside quotes (a quoted path may itself hold a newline)."""
+        keep = offset = start
+        quoted = False
+        for line in data[start:].splitlines(keepends=True):
+            offset += len(line)
+            quoted ^= line.count(b'"') % 2 == 1
+            if not quoted and line.endswith(b"\n"):
+                keep = offset
+        text = data[start:keep].decode("utf-8", "surrogateescape")
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if len(row) != len(self.columns):
+                raise ValueError(
+                    f"{self.path}: a row with {len(row)} columns where this model writes "
+                    f"{len(self.columns)}; write to a new file instead of resuming"
+                )
+            self.done.add(row[0])
+        return keep
+
+    def _read_lines(self, data: bytes, start: int) -> int:
         """JSON Lines, or the row lines of the JSON layout (indent + object + a comma before
         the next row)."""
-        head = _json_head(self.class_names).encode() if self.format == "json" else b""
-        if not data.startswith(head):
-            raise ValueError(
-                f"{self.path}: not a prediction file this model wrote (other classes, or not "
-                "covidcxr's layout); write to a new file instead of resuming"
-            )
-        offset = keep = len(head)
-        for line in data[len(head) :].splitlines(keepends=True):
-            start, offset = offset, offset + len(line)
+        offset = keep = start
+        for line in data[start:].splitlines(keepends=True):
+            begin, offset = offset, offset + len(line)
             text = line.strip()
             if not text:
                 continue
@@ -392,13 +438,21 @@ class _Writer:
                 row = json.loads(text.rstrip(b","))
             except json.JSONDecodeError:
                 break
-            if not isinstance(row, dict) or "path" not in row:
-                break
+            if not isinstance(row, dict) or list(row) != self.columns:
+                raise ValueError(
+                    f"{self.path}: holds rows that are not this model's predictions (fields "
+                    f"{list(row) if isinstance(row, dict) else type(row).__name__}, expected "
+                    f"{self.columns}); write to a new file instead of resuming"
+                )
             self.done.add(str(row["path"]))
             self.rows_written += 1
             # JSON: continue right after the object; the next row brings its own comma.
-            keep = offset if self.format == "jsonl" else start + len(line.rstrip().rstrip(b","))
+            keep = offset if self.format == "jsonl" else begin + len(line.rstrip().rstrip(b","))
         return keep
+
+
+# Text files of predictions: UTF-8, and file names that are not UTF-8 kept as they are.
+_TEXT: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
 
 
 def _json_head(class_names: list[str]) -> str:

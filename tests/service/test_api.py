@@ -168,16 +168,51 @@ def test_form_without_a_file_field(client, xray) -> None:
     assert broken.status_code == 400
 
 
-def test_slow_analysis_is_504(model, xray, monkeypatch) -> None:
+def test_a_request_past_its_deadline_is_504_and_its_work_abandoned(model, xray) -> None:
     import time
 
-    import covidcxr.service.app as service
+    slow = TestClient(create_app(model, settings=ServiceSettings(timeout_s=0.3)))
+    analyser = slow.app.state.analyser
+    calls = []
+    original = analyser.classifier.predict_prepared
+    analyser.classifier.predict_prepared = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    analyser.lock.acquire()  # another request holds the network
+    try:
+        started = time.monotonic()
+        response = upload(slow, xray.read_bytes())
+        waited = time.monotonic() - started
+    finally:
+        analyser.lock.release()
+    assert response.status_code == 504 and "longer than" in response.json()["detail"]
+    assert waited < 2.0
+    time.sleep(0.3)
+    assert calls == []  # the abandoned request never ran the network once the lock was free
+    assert upload(slow, xray.read_bytes()).status_code == 200 and calls == [1]
 
-    slow = TestClient(create_app(model, settings=ServiceSettings(timeout_s=0.2)))
-    original = service.Analyser.analyse
-    monkeypatch.setattr(service.Analyser, "analyse", lambda *a: (time.sleep(1.0), original(*a))[1])
-    response = upload(slow, xray.read_bytes())
-    assert response.status_code == 504 and "longer than 0.2 s" in response.json()["detail"]
+
+def test_more_requests_than_slots_get_503(model, xray) -> None:
+    import threading
+    import time
+
+    busy = TestClient(create_app(model, settings=ServiceSettings(max_pending=1, timeout_s=10)))
+    analyser, slots = busy.app.state.analyser, busy.app.state.pending
+    analyser.lock.acquire()  # the first request will wait for the network, holding the slot
+    first: list = []
+    thread = threading.Thread(target=lambda: first.append(upload(busy, xray.read_bytes())))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slots.acquire(blocking=False):  # until the first request has taken the slot
+            slots.release()
+            assert time.monotonic() < deadline, "the first request never started"
+            time.sleep(0.01)
+        response = upload(busy, xray.read_bytes())
+        assert response.status_code == 503 and "busy" in response.json()["detail"]
+    finally:
+        analyser.lock.release()
+        thread.join()
+    assert first[0].status_code == 200
+    assert upload(busy, xray.read_bytes()).status_code == 200  # the slot came back
 
 
 def test_uploads_never_touch_the_disk(client, xray, monkeypatch) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -72,12 +73,20 @@ OPENAPI_UPLOAD = {
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Limits of the service. ``max_upload_mb``: largest accepted file; ``timeout_s``: longest
-    a request may take before 504; ``max_pixels``: largest image (width × height) decoded."""
+    """Limits of the service.
+
+    ``max_upload_mb``: largest accepted file (413). ``timeout_s``: longest a request may take,
+    upload included (504); work past it is abandoned at the next stage, not left running.
+    ``max_pixels``: largest image decoded (width × height; 422), well above the ~15 MP of the
+    largest chest radiographs and low enough that a crafted small file cannot claim gigabytes.
+    ``max_pending``: requests analysed or waiting at once; more get 503 at once rather than
+    queueing without bound.
+    """
 
     max_upload_mb: float = 32.0
     timeout_s: float = 60.0
-    max_pixels: int = 8192 * 8192
+    max_pixels: int = 6000 * 6000
+    max_pending: int = 32
 
     @property
     def max_upload_bytes(self) -> int:
@@ -88,7 +97,7 @@ class Analyser:
     """The models behind the service and the work of one request. The networks are used by
     one request at a time (a lock); decoding and encoding run in parallel."""
 
-    def __init__(self, model: Any, seg_model: Any = None, max_pixels: int = 8192 * 8192) -> None:
+    def __init__(self, model: Any, seg_model: Any = None, max_pixels: int = 6000 * 6000) -> None:
         from covidcxr.artifact import Classifier, Segmenter, load_model
 
         loaded = model if isinstance(model, Classifier) else load_model(model)
@@ -107,6 +116,9 @@ class Analyser:
             self.segmenter = loaded.segmenter  # the one saved with it (or a clear error)
         self.max_pixels = max_pixels
         self.lock = threading.Lock()
+        # Decoding runs beside the networks, but no more of it than there are cores: a burst
+        # of large images must not hold a decoded copy each in memory.
+        self.decoding = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
 
     def warm_up(self) -> None:
         """One pass of everything a request may need (Grad-CAM's import, first-call setup),
@@ -124,8 +136,11 @@ class Analyser:
         card["segmenter"] = None if self.segmenter is None else self.segmenter.card.model
         return card
 
-    def analyse(self, data: bytes, heatmap: bool, lungs: bool) -> dict[str, Any]:
-        """Everything ``POST /predict`` returns for one file's bytes."""
+    def analyse(
+        self, data: bytes, heatmap: bool, lungs: bool, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Everything ``POST /predict`` returns for one file's bytes. ``deadline`` is a
+        ``time.monotonic()`` after which the work stops at the next stage (UploadError 504)."""
         from covidcxr.io import ImageReadError, load_image_bytes, sniff_format
 
         started = time.perf_counter()
@@ -135,13 +150,21 @@ class Analyser:
                 415,
                 "this is not a PNG, JPEG or DICOM file; send a chest X-ray in one of these formats",
             )
+        if not self.decoding.acquire(timeout=_remaining(deadline)):
+            raise _too_slow()
         try:
             loaded = load_image_bytes(data, "the upload", max_pixels=self.max_pixels)
         except ImageReadError as error:
             hint = f" {error.hint}" if error.hint else ""
+            # pydicom's own messages may quote header bytes: for DICOM only our summary.
+            reason = error.reason.split(" (")[0] if kind == "DICOM" else error.reason
+            raise UploadError(422, f"the {kind} file cannot be read: {reason}.{hint}") from None
+        except Exception as error:  # a decoder's own failure is still a bad file, not a 500
             raise UploadError(
-                422, f"the {kind} file cannot be read: {error.reason}.{hint}"
+                422, f"the {kind} file cannot be decoded ({type(error).__name__})"
             ) from None
+        finally:
+            self.decoding.release()
         image = loaded.image
         card = self.classifier.card
         mask = None
@@ -151,7 +174,9 @@ class Analyser:
         prepared = None
         if not heatmap and self.classifier.lung_mode == "none":
             prepared = self.classifier.prepare([image])
-        with self.lock:
+        if not self.lock.acquire(timeout=_remaining(deadline)):
+            raise _too_slow()
+        try:
             if heatmap:
                 from covidcxr.explain import saliency_maps
 
@@ -162,7 +187,13 @@ class Analyser:
             else:
                 probabilities = self.classifier.predict_proba([image])
             if lungs and self.segmenter is not None:
+                if _expired(deadline):
+                    raise _too_slow()
                 mask = self.segmenter.predict_masks([image])[0]
+        finally:
+            self.lock.release()
+        if _expired(deadline):
+            raise _too_slow()
         row = probabilities[0]
         best = int(np.argmax(row))
         result: dict[str, Any] = {
@@ -211,6 +242,7 @@ def create_app(
     settings = settings or ServiceSettings()
     analyser = Analyser(model, seg_model, settings.max_pixels)
     analyser.warm_up()
+    pending = threading.BoundedSemaphore(settings.max_pending)
     page = resources.files("covidcxr.service").joinpath("static/index.html").read_text("utf-8")
     app = FastAPI(
         title="covidcxr",
@@ -219,6 +251,7 @@ def create_app(
     )
     app.state.analyser = analyser
     app.state.settings = settings
+    app.state.pending = pending
 
     @app.exception_handler(UploadError)
     async def refuse(request: Request, error: UploadError) -> JSONResponse:
@@ -248,22 +281,37 @@ def create_app(
     ) -> dict[str, Any]:
         """Classify one chest X-ray (PNG, JPEG or DICOM) sent as form field ``file`` or as the
         raw body."""
-        data = await read_upload(
-            request.stream(),
-            request.headers.get("content-type", "application/octet-stream"),
-            request.headers.get("content-length"),
-            settings.max_upload_bytes,
-        )
-        if not data:
-            raise UploadError(400, "the file is empty (0 bytes); choose the X-ray again")
-        try:
-            return await asyncio.wait_for(
-                run_in_threadpool(analyser.analyse, data, heatmap, lungs), settings.timeout_s
-            )
-        except TimeoutError:
+        if not pending.acquire(blocking=False):
             raise UploadError(
-                504, f"the analysis took longer than {settings.timeout_s:g} s; try again later"
-            ) from None
+                503, f"the service is busy ({settings.max_pending} requests in progress); retry "
+                "in a moment",
+            )  # fmt: skip
+        deadline = time.monotonic() + settings.timeout_s
+        work = None
+        try:
+            async with asyncio.timeout(settings.timeout_s):
+                data = await read_upload(
+                    request.stream(),
+                    request.headers.get("content-type", "application/octet-stream"),
+                    request.headers.get("content-length"),
+                    settings.max_upload_bytes,
+                )
+                if not data:
+                    raise UploadError(400, "the file is empty (0 bytes); choose the X-ray again")
+                # The slot is given back by the worker thread when it stops, so abandoned work
+                # still counts against max_pending until the deadline ends it.
+                work = asyncio.ensure_future(
+                    run_in_threadpool(_release_after, pending, analyser.analyse, data, heatmap,
+                                      lungs, deadline)
+                )  # fmt: skip
+                # Its outcome is read here, or dropped quietly once the request has had its 504.
+                work.add_done_callback(lambda done: done.cancelled() or done.exception())
+                return await asyncio.shield(work)
+        except TimeoutError:
+            raise _too_slow(settings.timeout_s) from None
+        finally:
+            if work is None:
+                pending.release()
 
     return app
 
@@ -283,6 +331,30 @@ def serve(
     tune_allocator()
     app = create_app(model, seg_model, settings)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+
+
+def _remaining(deadline: float | None) -> float:
+    """Seconds left before ``deadline`` (a ``time.monotonic()``; None: no limit → -1, which
+    ``Lock.acquire`` takes as "wait as long as it takes")."""
+    if deadline is None:
+        return -1
+    return max(0.0, deadline - time.monotonic())
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _too_slow(timeout: float | None = None) -> UploadError:
+    limit = "the time limit" if timeout is None else f"{timeout:g} s"
+    return UploadError(504, f"the analysis took longer than {limit}; try again later")
+
+
+def _release_after(slot: threading.BoundedSemaphore, function: Any, *args: Any) -> Any:
+    try:
+        return function(*args)
+    finally:
+        slot.release()
 
 
 def _dicom_summary(data: bytes) -> dict[str, Any]:

@@ -547,8 +547,9 @@ def export_command(
     )
     if result.segmenter_path is not None:
         typer.echo(
-            f"Wrote its lung segmenter {result.segmenter_path} (max |difference| "
-            f"{result.segmenter_max_abs_difference:.2e})"
+            f"Wrote its lung segmenter {result.segmenter_path} (max |difference| of lung "
+            f"probabilities per pixel {result.segmenter_max_abs_difference:.2e}); whole path "
+            f"(segment, focus, classify): {result.end_to_end_max_abs_difference:.2e}"
         )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from covidcxr.service.uploads import UploadError, read_upload
@@ -260,6 +260,10 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask; an empty answer keeps logs quiet
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -39,11 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covidcxr.artifact import Classifier, ModelCard, load_model, save_classifier
+from covidcxr.artifact import Classifier, load_model, save_untrained
 from covidcxr.engine.inference import normalise
 from covidcxr.engine.perf import tune_allocator
 from covidcxr.export import export_onnx, load_onnx
-from covidcxr.models import create_model, get_model_spec
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "real-sample"
@@ -53,7 +52,6 @@ TARGET_MS = {"seed-cnn": 2.0, "efficientnet-lite0": 25.0}
 TARGET_SPEEDUP = 1.3
 #: Timed batch-1 calls per model when --repeats is not given.
 DEFAULT_REPEATS = {"seed-cnn": 200, "efficientnet-lite0": 50}
-CLASS_NAMES = ("Normal", "COVID", "Viral Pneumonia")
 
 
 @dataclass(frozen=True)
@@ -79,24 +77,6 @@ def time_calls(function: Callable[[], object], calls: int, warmup: int) -> Laten
         seconds[index] = time.perf_counter() - start
     milliseconds = 1000 * seconds
     return Latency(float(np.median(milliseconds)), float(np.percentile(milliseconds, 90)), calls)
-
-
-def save_untrained_classifier(folder: Path, model: str, seed: int = 0) -> Path:
-    """A saved classifier with seeded, untrained weights, written as ``covidcxr train`` does."""
-    torch.manual_seed(seed)
-    spec = get_model_spec(model)
-    network = create_model(model, num_classes=len(CLASS_NAMES), weights=None)
-    card = ModelCard(
-        model=model,
-        class_names=list(CLASS_NAMES),
-        input_size=spec.input_size,
-        in_channels=spec.in_channels,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        target_layer=spec.target_layer,
-        lungs={"mode": "none"},
-    )
-    return save_classifier(folder, network, card)
 
 
 def channels_last_predictor(model_folder: Path) -> Callable[[torch.Tensor], np.ndarray]:
@@ -148,7 +128,7 @@ def bench_model(
     batch_runs: int,
 ) -> None:
     """Export one model, time both runtimes and print the figures."""
-    model_folder = save_untrained_classifier(folder / name, name)
+    model_folder = save_untrained(folder / name, name)
     started = time.perf_counter()
     export = export_onnx(model_folder, folder / f"{name}.onnx")
     export_seconds = time.perf_counter() - started

@@ -41,30 +41,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "real-sample"
 HOST = "127.0.0.1"
-CLASS_NAMES = ("Normal", "COVID", "Viral Pneumonia")
-
-
-def save_untrained_classifier(folder: Path, model: str, seed: int = 0) -> Path:
-    """A saved classifier with seeded, untrained weights, written as ``covidcxr train`` does."""
-    import torch
-
-    from covidcxr.artifact import ModelCard, save_classifier
-    from covidcxr.models import create_model, get_model_spec
-
-    torch.manual_seed(seed)
-    spec = get_model_spec(model)
-    network = create_model(model, num_classes=len(CLASS_NAMES), weights=None)
-    card = ModelCard(
-        model=model,
-        class_names=list(CLASS_NAMES),
-        input_size=spec.input_size,
-        in_channels=spec.in_channels,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        target_layer=spec.target_layer,
-        lungs={"mode": "none"},
-    )
-    return save_classifier(folder, network, card)
 
 
 def free_port() -> int:
@@ -261,7 +237,9 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        model = save_untrained_classifier(root / "model", args.model)
+        from covidcxr.artifact import save_untrained
+
+        model = save_untrained(root / "model", args.model)
         port = args.port or free_port()
         try:
             with running_server(model, port, root / "server.log", args.startup_timeout) as url:

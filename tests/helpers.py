@@ -84,42 +84,21 @@ def save_untrained(
     writes one; with ``lungs`` crop or mask, a seeded tiny-unet is bundled as its segmenter."""
     import torch
 
-    from covidcxr.artifact import SEGMENTER_DIR, ModelCard, save_classifier
-    from covidcxr.models import create_model, get_model_spec
+    from covidcxr.artifact import SEGMENTER_DIR, load_model, save_classifier
+    from covidcxr.artifact import save_untrained as save_initialised
 
-    torch.manual_seed(seed)
-    spec = get_model_spec(model)
-    network = create_model(model, num_classes=len(class_names), weights=None)
-    card = ModelCard(
-        model=model,
-        class_names=list(class_names),
-        input_size=spec.input_size,
-        in_channels=spec.in_channels,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        target_layer=spec.target_layer,
-        temperature=temperature,
+    save_initialised(
+        folder, model, class_names, seed, temperature=temperature,
         lungs={"mode": lungs, "margin": 0.05, "masks": "segmenter"},
         metrics={"test_accuracy": 0.5},
-    )
-    save_classifier(folder, network, card)
+    )  # fmt: skip
     if lungs != "none":
-        seg_spec = get_model_spec("tiny-unet")
-        segmenter = create_model("tiny-unet", weights=None)
+        bundled = save_initialised(folder / SEGMENTER_DIR, "tiny-unet", ["lung"], seed)
+        segmenter = load_model(bundled)
         with torch.no_grad():  # zero output weights, positive bias: all "lung", never empty
-            segmenter.unet.final_conv.weight.zero_()
-            segmenter.unet.final_conv.bias.fill_(2.0)
-        seg_card = ModelCard(
-            model="tiny-unet",
-            class_names=["lung"],
-            input_size=seg_spec.input_size,
-            in_channels=seg_spec.in_channels,
-            mean=list(seg_spec.mean),
-            std=list(seg_spec.std),
-            target_layer=seg_spec.target_layer,
-            task="segmentation",
-        )
-        save_classifier(folder / SEGMENTER_DIR, segmenter, seg_card)
+            segmenter.network.unet.final_conv.weight.zero_()
+            segmenter.network.unet.final_conv.bias.fill_(2.0)
+        save_classifier(bundled, segmenter.network, segmenter.card)
     return folder
 
 

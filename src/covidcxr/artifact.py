@@ -58,6 +58,23 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @classmethod
+    def from_spec(cls, spec: Any, class_names: Sequence[str], **fields: Any) -> ModelCard:
+        """The card of a network built from registry entry ``spec`` (a
+        :class:`covidcxr.models.registry.ModelSpec`): name, task, input size, channels,
+        normalisation and Grad-CAM layer from the spec; anything else from ``fields``."""
+        return cls(
+            model=spec.name,
+            class_names=list(class_names),
+            input_size=spec.input_size,
+            in_channels=spec.in_channels,
+            mean=list(spec.mean),
+            std=list(spec.std),
+            target_layer=spec.target_layer,
+            task=spec.task,
+            **fields,
+        )
+
 
 def save_classifier(
     directory: str | Path,
@@ -82,6 +99,31 @@ def save_classifier(
     card_data = asdict(card) | {"covidcxr_version": __version__}
     _write_json(directory / CARD_FILE, card_data)
     return directory
+
+
+def save_untrained(
+    directory: str | Path,
+    model: str,
+    class_names: Sequence[str] = ("Normal", "COVID", "Viral Pneumonia"),
+    seed: int = 0,
+    **card_fields: Any,
+) -> Path:
+    """Save registry model ``model`` with seeded, freshly initialised weights (ImageNet weights
+    are not fetched) as ``covidcxr train`` would save it: for timing inference, rehearsing an
+    export or a deployment, and tests, never for predictions. ``card_fields`` go to the card."""
+    import torch
+
+    from covidcxr.models import create_model, get_model_spec
+
+    torch.manual_seed(seed)
+    spec = get_model_spec(model)
+    if spec.task == "segmentation":
+        network = create_model(model, weights=None)
+    else:
+        network = create_model(model, num_classes=len(class_names), weights=None)
+    return save_classifier(
+        directory, network, ModelCard.from_spec(spec, class_names, **card_fields)
+    )
 
 
 def read_card(path: str | Path) -> tuple[ModelCard, Path]:

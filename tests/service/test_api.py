@@ -262,11 +262,7 @@ def test_serve_refuses_a_segmentation_model(tmp_path) -> None:
 
     spec = get_model_spec("tiny-unet")
     torch.manual_seed(0)
-    card = ModelCard(
-        model="tiny-unet", class_names=["lung"], input_size=spec.input_size,
-        in_channels=1, mean=list(spec.mean), std=list(spec.std),
-        target_layer=spec.target_layer, task="segmentation",
-    )  # fmt: skip
+    card = ModelCard.from_spec(spec, ["lung"])
     save_classifier(tmp_path / "seg", create_model("tiny-unet", weights=None), card)
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "seg")])
     assert result.exit_code == 2 and "serve a classifier" in result.output

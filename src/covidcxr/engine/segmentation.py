@@ -253,15 +253,9 @@ def _finish(config, spec, network, data, rows, run_dir) -> dict[str, Any]:
         "train_images_per_second": speeds[len(speeds) // 2] if speeds else None,
         "unreadable": [{"path": str(p), "reason": r} for p, r in data.unreadable],
     }
-    card = ModelCard(
-        model=config.model,
-        class_names=["lung"],
-        input_size=spec.input_size,
-        in_channels=spec.in_channels,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        target_layer=spec.target_layer,
-        task="segmentation",
+    card = ModelCard.from_spec(
+        spec,
+        ["lung"],
         postprocess=config.postprocess,
         config=config.to_dict(),
         metrics={k: metrics[k] for k in ("test_dice", "test_iou", "test_hd95", "best_epoch")},

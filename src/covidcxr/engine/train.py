@@ -346,14 +346,9 @@ def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
         title = f"{config.model}: test split ({metrics['test']['num_samples']} images)"
         plot_confusion_matrix(matrix, names, run_dir / "confusion_matrix.png", title)
         confusion_matrix_csv(metrics["test"], run_dir / "confusion_matrix.csv", names)
-    card = ModelCard(
-        model=config.model,
-        class_names=names,
-        input_size=spec.input_size,
-        in_channels=spec.in_channels,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        target_layer=spec.target_layer,
+    card = ModelCard.from_spec(
+        spec,
+        names,
         config=config.to_dict(),
         metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_epoch")},
         temperature=float(metrics["calibration"]["temperature"]),

@@ -272,44 +272,34 @@ def _export_checked(
     return difference
 
 
-class _Deployable:
-    """Factory of the ``nn.Module`` that is traced: uint8 image in, probabilities out."""
+def _deployable(loaded: Classifier | Segmenter) -> Any:
+    """The ``nn.Module`` that is traced: uint8 image in, probabilities (and logits) out."""
+    import torch
+    from torch import nn
 
-    @staticmethod
-    def build(loaded: Classifier | Segmenter) -> Any:
-        import torch
-        from torch import nn
+    from covidcxr.engine.inference import normalise
 
-        from covidcxr.engine.inference import normalise
+    card = loaded.card
+    segmenter = isinstance(loaded, Segmenter)
 
-        card = loaded.card
+    class Deployed(nn.Module):
+        def __init__(self, network: nn.Module) -> None:
+            super().__init__()
+            self.network = network
 
-        class Classify(nn.Module):
-            def __init__(self, network: nn.Module) -> None:
-                super().__init__()
-                self.network = network
-
-            def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
-                return torch.softmax(logits / card.temperature, dim=1), logits
-
-        class Segment(nn.Module):
-            def __init__(self, network: nn.Module) -> None:
-                super().__init__()
-                self.network = network
-
-            def forward(self, image: torch.Tensor) -> torch.Tensor:
-                logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
+        def forward(self, image: torch.Tensor) -> Any:
+            logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
+            if segmenter:
                 return torch.sigmoid(logits)[:, 0]
+            return torch.softmax(logits / card.temperature, dim=1), logits
 
-        kind = Segment if isinstance(loaded, Segmenter) else Classify
-        return kind(loaded.network).eval()
+    return Deployed(loaded.network).eval()
 
 
 def _trace(loaded: Classifier | Segmenter, path: Path) -> None:
     import torch
 
-    module = _Deployable.build(loaded)
+    module = _deployable(loaded)
     size = loaded.card.input_size
     example = torch.zeros((2, 1, size, size), dtype=torch.uint8)
     outputs = ["probabilities"] if isinstance(loaded, Segmenter) else ["probabilities", "logits"]

@@ -59,6 +59,14 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _list_skipped(failures: list[tuple[Path, str]]) -> None:
+    """The files a batch command could not use, with their reasons, on stderr."""
+    if failures:
+        typer.echo(f"{len(failures)} files skipped:", err=True)
+        for path, reason in failures:
+            typer.echo(f"  {path}: {reason}", err=True)
+
+
 @contextmanager
 def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar with ETA on stderr; yields the ``progress(done, total)`` callback."""
@@ -499,10 +507,7 @@ def predict_command(
     if out is not None:
         already = f" ({result.skipped} already there)" if resume else ""
         typer.echo(f"Wrote {result.predicted} predictions to {result.out}{already}")
-    if result.failures:
-        typer.echo(f"{len(result.failures)} files skipped:", err=True)
-        for path, reason in result.failures:
-            typer.echo(f"  {path}: {reason}", err=True)
+    _list_skipped(result.failures)
 
 
 @app.command("export")
@@ -658,10 +663,7 @@ def segment_predict(
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     typer.echo(f"Wrote {len(result.rows)} masks and overlays to {out}")
-    if result.failures:
-        typer.echo(f"{len(result.failures)} files skipped:", err=True)
-        for path, reason in result.failures:
-            typer.echo(f"  {path}: {reason}", err=True)
+    _list_skipped(result.failures)
 
 
 @segment_app.command("evaluate")
@@ -733,10 +735,7 @@ def explain_command(
         )
         typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}{share}")
     typer.echo(f"Wrote {len(result.rows)} overlays to {out}")
-    if result.failures:
-        typer.echo(f"{len(result.failures)} files skipped:", err=True)
-        for path, reason in result.failures:
-            typer.echo(f"  {path}: {reason}", err=True)
+    _list_skipped(result.failures)
 
 
 @app.command("report")

@@ -70,6 +70,29 @@ def run_batches(
     return torch.cat(outputs)
 
 
+def map_network(
+    network: nn.Module,
+    function: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    channels: int = 3,
+) -> torch.Tensor:
+    """``function`` of each batch of uint8 images ``(N, 1, H, W)`` once normalised (on the
+    network's device, in its memory format), concatenated; the network is put in eval mode."""
+    ensure_eval(network)
+    device = next(network.parameters()).device
+    nhwc = uses_channels_last(network)
+    return run_batches(
+        lambda batch: function(normalise(batch.to(device), mean, std, channels, nhwc)),
+        images,
+        batch_size,
+        progress,
+    )
+
+
 def predict_logits(
     network: nn.Module,
     images: torch.Tensor,
@@ -79,15 +102,7 @@ def predict_logits(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Logits ``(N, C)`` of uint8 images ``(N, 1, H, W)``; the network is put in eval mode."""
-    ensure_eval(network)
-    device = next(network.parameters()).device
-    nhwc = uses_channels_last(network)
-    return run_batches(
-        lambda batch: network(normalise(batch.to(device), mean, std, channels_last=nhwc)),
-        images,
-        batch_size,
-        progress,
-    )
+    return map_network(network, network, images, mean, std, batch_size, progress)
 
 
 def predict_probabilities(
@@ -101,15 +116,11 @@ def predict_probabilities(
 ) -> torch.Tensor:
     """Softmax probabilities ``(N, C)`` of uint8 images ``(N, 1, H, W)``; the network is put in
     eval mode. ``temperature`` divides the logits (1.0: uncalibrated)."""
-    ensure_eval(network)
-    device = next(network.parameters()).device
-    nhwc = uses_channels_last(network)
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:
-        logits = network(normalise(batch.to(device), mean, std, channels_last=nhwc))
-        return torch.softmax(logits / temperature, dim=1)
+        return torch.softmax(network(batch) / temperature, dim=1)
 
-    return run_batches(probabilities, images, batch_size, progress)
+    return map_network(network, probabilities, images, mean, std, batch_size, progress)
 
 
 def extract_features(
@@ -121,11 +132,4 @@ def extract_features(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """The frozen trunk's output ``forward_features`` ``(N, D)`` for uint8 images."""
-    ensure_eval(network)
-    device = next(network.parameters()).device
-    return run_batches(
-        lambda batch: network.forward_features(normalise(batch.to(device), mean, std)),
-        images,
-        batch_size,
-        progress,
-    )
+    return map_network(network, network.forward_features, images, mean, std, batch_size, progress)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from covidcxr.engine.inference import ensure_eval, normalise, run_batches
+from covidcxr.engine.inference import map_network, normalise
 from covidcxr.engine.module import reduce_totals
 
 
@@ -119,14 +119,11 @@ def predict_probabilities(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Lung probabilities ``(N, H, W)`` of uint8 images ``(N, 1, H, W)`` at the input size."""
-    ensure_eval(network)
-    device = next(network.parameters()).device
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:
-        logits = network(normalise(batch.to(device), mean, std, channels=1))
-        return torch.sigmoid(logits)[:, 0]
+        return torch.sigmoid(network(batch))[:, 0]
 
-    return run_batches(probabilities, images, batch_size)
+    return map_network(network, probabilities, images, mean, std, batch_size, channels=1)
 
 
 def evaluate_masks(

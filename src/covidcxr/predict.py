@@ -180,15 +180,6 @@ def predict_files(
     return result
 
 
-def write_predictions(result: PredictionResult, out: Path, class_names: Sequence[str]) -> Path:
-    """Write ``result.rows`` and ``result.failures`` to ``out`` (``.csv``, ``.jsonl`` or
-    ``.json``), replacing it."""
-    writer = _Writer(Path(out), list(class_names), resume=False)
-    writer.write(result.rows)
-    writer.close(result.failures)
-    return writer.path
-
-
 # --------------------------------------------------------------------------------------------
 
 

@@ -20,14 +20,11 @@ import math
 
 import numpy as np
 
-from covidcxr.data.transforms import resize_mask
+from covidcxr.data.transforms import check_grey_image, resize_mask
 
 __all__ = ["LUNG_MODES", "focus_on_lungs", "lung_bounding_box"]
 
 LUNG_MODES = ("none", "crop", "mask")
-
-# Values this far outside [0, 1] are float noise from arithmetic, not a wrong convention.
-_RANGE_TOLERANCE = 1e-3
 
 
 def lung_bounding_box(mask: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int] | None:
@@ -83,7 +80,7 @@ def focus_on_lungs(
     """
     if mode not in LUNG_MODES:
         raise ValueError(f"mode should be one of {', '.join(map(repr, LUNG_MODES))}, got {mode!r}")
-    _check_image(image)
+    check_grey_image(image)
     if mode == "none":
         return image
     resized_mask = resize_mask(lung_mask, image.shape)
@@ -105,21 +102,4 @@ def _check_mask(mask: np.ndarray) -> None:
         raise ValueError(
             f"mask should be a bool array of shape (height, width), got {mask.dtype} with "
             f"shape {mask.shape}; read masks with covidcxr.io.read_mask"
-        )
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image should be a numpy array, got {type(image).__name__}")
-    if image.ndim != 2 or image.dtype.kind != "f" or image.size == 0:
-        raise ValueError(
-            f"image should be a non-empty float array of shape (height, width) in [0, 1], got "
-            f"{image.dtype} with shape {image.shape}; read it with covidcxr.io.read_image"
-        )
-    low, high = float(image.min()), float(image.max())
-    # Written so that NaN fails the test too.
-    if not (low >= -_RANGE_TOLERANCE and high <= 1.0 + _RANGE_TOLERANCE):
-        raise ValueError(
-            f"image values should lie in [0, 1], got [{low:g}, {high:g}]; "
-            "read images with covidcxr.io.read_image (or divide 8-bit values by 255)"
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["resize_image", "resize_mask"]
+__all__ = ["check_grey_image", "resize_image", "resize_mask"]
 
 # Values this far outside [0, 1] are float noise from arithmetic, not a wrong convention.
 _RANGE_TOLERANCE = 1e-3
@@ -38,15 +38,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     the end. Going through 8-bit mode ``"L"`` instead is no faster (both ~0.5 ms for 299×299 →
     100×100) but rounds after each of its two passes, which leaves 10–20 % of pixels off by one.
     """
-    _check_array(image, "image", kinds="f")
+    check_grey_image(image)
     height, width = _check_size(size)
-    low, high = float(image.min()), float(image.max())
-    # Written so that NaN fails the test too.
-    if not (low >= -_RANGE_TOLERANCE and high <= 1.0 + _RANGE_TOLERANCE):
-        raise ValueError(
-            f"image values should lie in [0, 1], got [{low:g}, {high:g}]; "
-            "read images with covidcxr.io.read_image (or divide 8-bit values by 255)"
-        )
     source = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
     resized = np.asarray(source.resize((width, height), Image.Resampling.BILINEAR))
     # The triangle filter's weights are non-negative, so the result stays in range up to float
@@ -77,6 +70,20 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
+def check_grey_image(image: np.ndarray, name: str = "image") -> None:
+    """Raise ValueError, saying what is wrong and how to fix it, unless ``image`` follows the
+    covidcxr convention: a non-empty float ``(H, W)`` numpy array with values in ``[0, 1]``
+    (up to float noise; NaN fails)."""
+    _check_array(image, name, kinds="f")
+    low, high = float(image.min()), float(image.max())
+    # Written so that NaN fails the test too.
+    if not (low >= -_RANGE_TOLERANCE and high <= 1.0 + _RANGE_TOLERANCE):
+        raise ValueError(
+            f"{name} values should lie in [0, 1], got [{low:g}, {high:g}]; "
+            "read images with covidcxr.io.read_image (or divide 8-bit values by 255)"
+        )
+
+
 def _check_array(array: np.ndarray, name: str, kinds: str) -> None:
     expected = {"f": "float32", "b": "bool"}[kinds]
     if not isinstance(array, np.ndarray):
@@ -88,6 +95,11 @@ def _check_array(array: np.ndarray, name: str, kinds: str) -> None:
             f"{name} should have 2 dims (height, width), got {array.ndim} with shape {array.shape}"
         )
     if array.dtype.kind not in kinds:
+        if kinds == "f":
+            raise ValueError(
+                f"{name} should be a float array of dtype float32, got {array.dtype}; read it "
+                "with covidcxr.io.read_image"
+            )
         raise ValueError(f"{name} should have dtype {expected}, got {array.dtype}")
     if array.size == 0:
         raise ValueError(f"{name} should not be empty, got shape {array.shape}")

@@ -13,12 +13,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from covidcxr.data.transforms import resize_mask
+from covidcxr.data.transforms import check_grey_image, resize_mask
 
 __all__ = ["lung_outline_overlay", "mask_to_png", "save_overlay"]
-
-# Values this far outside [0, 1] are float noise from arithmetic, not a wrong convention.
-_RANGE_TOLERANCE = 1e-3
 
 
 def lung_outline_overlay(
@@ -45,7 +42,7 @@ def lung_outline_overlay(
     including mask pixels on the image border) dilated by a ``thickness`` × ``thickness``
     square, so it straddles the boundary (for even widths one pixel more falls on one side).
     """
-    _check_image(image)
+    check_grey_image(image)
     colour = _check_colour(colour)
     if isinstance(thickness, bool) or not isinstance(thickness, int | np.integer) or thickness < 1:
         raise ValueError(f"thickness should be a positive int (pixels), got {thickness!r}")
@@ -89,27 +86,6 @@ def mask_to_png(mask: np.ndarray) -> Image.Image:
         raise ValueError(f"mask should be a bool numpy array (H, W), got {description}")
     # uint8 (H, W) arrays become mode "L".
     return Image.fromarray(np.where(mask, np.uint8(255), np.uint8(0)))
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image should be a numpy array, got {type(image).__name__}")
-    if image.ndim != 2:
-        raise ValueError(
-            f"image should have 2 dims (height, width), got {image.ndim} with shape {image.shape}"
-        )
-    if image.dtype.kind != "f" or image.size == 0:
-        raise ValueError(
-            f"image should be a non-empty float array in [0, 1], got {image.dtype} with shape "
-            f"{image.shape}; read it with covidcxr.io.read_image"
-        )
-    low, high = float(image.min()), float(image.max())
-    # Written so that NaN fails the test too.
-    if not (low >= -_RANGE_TOLERANCE and high <= 1.0 + _RANGE_TOLERANCE):
-        raise ValueError(
-            f"image values should lie in [0, 1], got [{low:g}, {high:g}]; "
-            "read images with covidcxr.io.read_image (or divide 8-bit values by 255)"
-        )
 
 
 def _check_colour(colour: Sequence[int]) -> tuple[int, int, int]:

@@ -18,12 +18,27 @@ from covidcxr.config import (
 
 def test_model_defaults_fill_what_is_not_set() -> None:
     cnn = resolve(TrainConfig(data="d"))
-    assert (cnn.max_epochs, cnn.batch_size, cnn.fractions) == (50, 64, (0.7, 0.1, 0.2))
+    assert (cnn.max_epochs, cnn.batch_size, cnn.fractions) == (100, 64, (0.7, 0.1, 0.2))
+    assert (cnn.patience, cnn.lr_schedule, cnn.learning_rate) == (10, "none", 1e-3)
     assert cnn.weights == "none" and cnn.out == str(Path("runs") / "seed-cnn")
     vgg = resolve(TrainConfig(data="d", model="vgg16", max_epochs=3))
     assert vgg.max_epochs == 3 and vgg.fractions == (0.75, 0.125, 0.125)
     assert vgg.weights == "imagenet"
     assert resolve(resolve(vgg)) == resolve(vgg)  # resolving twice changes nothing
+
+
+def test_the_paper_preset_is_the_papers_protocol() -> None:
+    paper = resolve(TrainConfig(data="d", preset="paper"))
+    assert (paper.max_epochs, paper.patience, paper.lr_schedule) == (50, 3, "none")
+    assert (paper.batch_size, paper.learning_rate, paper.fractions) == (64, 1e-3, (0.7, 0.1, 0.2))
+    # a flag still beats the preset
+    assert resolve(TrainConfig(data="d", preset="paper", patience=6)).patience == 6
+    vgg = resolve(TrainConfig(data="d", model="vgg16", preset="paper"))
+    assert (vgg.max_epochs, vgg.patience, vgg.fractions) == (10, 3, (0.75, 0.125, 0.125))
+    with pytest.raises(ValueError, match=r"no preset 'fast'.*default, paper"):
+        resolve(TrainConfig(data="d", preset="fast"))
+    with pytest.raises(ValueError, match="lr_schedule should be one of"):
+        config_from_mapping({"data": "d", "lr_schedule": "cosine"})
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

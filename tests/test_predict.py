@@ -229,7 +229,7 @@ def test_resume_matches_relative_and_absolute_paths(
     other.mkdir()
     (other / "x.png").symlink_to(next(archive.rglob("img00.png")).resolve())
     predict_files(model, [other], out, workers=0, resume=True, warn=warnings.append)
-    assert warnings and "none of the 12 rows" in warnings[0]
+    assert any("none of the 12 rows" in message for message in warnings)
 
 
 def test_a_decoder_crash_is_one_bad_file(model, archive, tmp_path, monkeypatch) -> None:

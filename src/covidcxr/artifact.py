@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from covidcxr.ood import OOD_FILE
+
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
@@ -32,9 +34,39 @@ PREPROCESSING = (
 )
 
 
+NOTICE = (
+    "Research tool, not a diagnostic device: covidcxr has not been validated for clinical use. "
+    "Its output must not guide the diagnosis or treatment of any patient."
+)
+INTENDED_USE = (
+    "Research on frontal (PA/AP) chest X-rays: reproducing and probing published models, "
+    "studying shortcuts and dataset bias. " + NOTICE
+)
+PHANTOM_WARNING = (
+    "This model was trained on synthetic phantoms only, never on a real X-ray: its answers on "
+    "real films mean nothing. Use a pretrained model (`covidcxr models`) or train on real data."
+)
+UNTRAINED_WARNING = (
+    "This model is untrained (random weights), saved for rehearsals and tests: its answers mean "
+    "nothing."
+)
+UNKNOWN_DATA_WARNING = (
+    "This model's card does not say what it was trained on (it predates training-data "
+    "records): judge its answers with care."
+)
+
+
 @dataclass(frozen=True)
 class ModelCard:
-    """What ``model.json`` says about a saved model."""
+    """What ``model.json`` says about a saved model.
+
+    ``model`` is the registry architecture (``seed-cnn``); ``name`` what the saved model is
+    called (``seed-cnn-db`` for a pretrained one, else the run folder's name).
+    ``training_data`` records what it has seen: the dataset's own card
+    (``covidcxr-dataset.json``: sources, commits, exclusions, ``synthetic``), the class counts
+    of each split and how the split was made. ``ood`` summarises the out-of-distribution
+    check (:mod:`covidcxr.ood`) saved beside the weights.
+    """
 
     model: str
     class_names: list[str]
@@ -51,12 +83,32 @@ class ModelCard:
     preprocessing: str = PREPROCESSING
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    training_data: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = INTENDED_USE
+    licence: str = ""
+    ood: dict[str, Any] = field(default_factory=dict)
     covidcxr_version: str = ""
     format: int = ARTIFACT_FORMAT
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the model never saw a real X-ray (trained on phantoms)."""
+        return bool(self.training_data.get("synthetic", False))
+
+    def warnings(self) -> list[str]:
+        """Plain sentences every front door shows beside this model's answers."""
+        if self.training_data.get("untrained"):
+            return [UNTRAINED_WARNING]
+        if self.synthetic:
+            return [PHANTOM_WARNING]
+        if not self.training_data:  # a user's own data needs no dataset card; None is old
+            return [UNKNOWN_DATA_WARNING]
+        return []
 
     @classmethod
     def from_spec(cls, spec: Any, class_names: Sequence[str], **fields: Any) -> ModelCard:
@@ -116,6 +168,7 @@ def save_untrained(
     from covidcxr.models import create_model, get_model_spec
 
     torch.manual_seed(seed)
+    card_fields.setdefault("training_data", {"untrained": True, "synthetic": False})
     spec = get_model_spec(model)
     if spec.task == "segmentation":
         network = create_model(model, weights=None)
@@ -127,17 +180,22 @@ def save_untrained(
 
 
 def read_card(path: str | Path) -> tuple[ModelCard, Path]:
-    """The card of the model at ``path`` (a model folder, a run folder holding ``model/``, or the
-    ``model.json`` / ``model.safetensors`` file) and the model folder."""
-    path = Path(path)
+    """The card of the model at ``path`` (a model folder, a run folder holding ``model/``, the
+    ``model.json`` / ``model.safetensors`` file, or the name of a pretrained model: see
+    :mod:`covidcxr.zoo`) and the model folder."""
+    from covidcxr import zoo
+
+    path = zoo.resolve(path)
     candidates = [path, path / "model"] if path.is_dir() else [path.parent]
     for folder in candidates:
         if (folder / CARD_FILE).is_file():
             break
     else:
+        names = ", ".join(zoo.pretrained_names())
+        pretrained = f"; or a pretrained model's name ({names})" if names else ""
         raise FileNotFoundError(
             f"{path}: no saved model here (expected {CARD_FILE} and {WEIGHTS_FILE} in it or in "
-            "its model/ folder, as `covidcxr train` writes them)"
+            f"its model/ folder, as `covidcxr train` writes them{pretrained})"
         )
     try:
         data = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
@@ -164,6 +222,17 @@ class Classifier:
     def __init__(self, network: Any, card: ModelCard, folder: Path) -> None:
         self.network, self.card, self.folder = network, card, folder
         self._segmenter: Segmenter | None = None
+        self._reference: Any = None
+
+    @property
+    def reference(self) -> Any:
+        """The :class:`covidcxr.ood.FeatureReference` saved with the model, or None (models
+        saved before the check existed, untrained ones)."""
+        if self._reference is None and self.card.ood:
+            from covidcxr.ood import load_reference
+
+            self._reference = load_reference(self.folder / self.card.ood.get("file", OOD_FILE))
+        return self._reference
 
     @property
     def class_names(self) -> list[str]:
@@ -223,10 +292,20 @@ class Classifier:
     ) -> np.ndarray:
         """Class probabilities ``(N, C)``; paths are read with :func:`covidcxr.io.read_image`
         (which raises for a bad file — use :func:`covidcxr.predict.predict_files` to skip them)."""
+        return self.analyse(inputs, batch_size, progress).probabilities
+
+    def analyse(
+        self,
+        inputs: Sequence[np.ndarray | str | Path],
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Analysis:
+        """:meth:`predict_proba` plus the out-of-distribution check: an :class:`Analysis`
+        whose ``unfamiliar[i]`` says that input ``i`` is unlike the training films."""
         from covidcxr.io import read_image
 
         images = [read_image(x) if isinstance(x, str | Path) else x for x in inputs]
-        return self.predict_prepared(self.prepare(images), batch_size, progress)
+        return self.analyse_prepared(self.prepare(images), batch_size, progress)
 
     def predict_prepared(
         self,
@@ -235,21 +314,55 @@ class Classifier:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities ``(N, C)`` of uint8 images ``(N, 1, S, S)`` from :meth:`prepare`."""
-        from covidcxr.engine.inference import predict_probabilities
+        return self.analyse_prepared(images, batch_size, progress).probabilities
 
-        probabilities = predict_probabilities(
+    def analyse_prepared(
+        self,
+        images: Any,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Analysis:
+        """Probabilities ``(N, C)`` and, when the model has a feature reference, how unlike its
+        training images each one is, from one forward pass over uint8 ``(N, 1, S, S)``."""
+        from covidcxr.engine.inference import map_network, network_outputs
+
+        checked = self.reference is not None
+        joined = map_network(
             self.network,
+            lambda batch: network_outputs(self.network, batch, self.card.temperature, checked),
             images,
             self.card.mean,
             self.card.std,
             batch_size,
-            self.card.temperature,
             progress,
-        )
-        return probabilities.numpy()
+        ).numpy()
+        classes = self.card.num_classes
+        if joined.size == 0:
+            joined = np.zeros((0, classes), dtype=np.float32)
+        probabilities, features = joined[:, -classes:], joined[:, :-classes]
+        reference = self.reference
+        if reference is None:
+            return Analysis(probabilities)
+        if len(probabilities) == 0:
+            return Analysis(probabilities, np.zeros(0), np.zeros(0, bool), 1.0)
+        scores, unfamiliar = reference.flag(features, images)
+        return Analysis(probabilities, scores, unfamiliar, 1.0)
 
     def __repr__(self) -> str:
         return f"Classifier({self.card.model!r}, classes={self.class_names}, from {self.folder})"
+
+
+@dataclass
+class Analysis:
+    """What a classifier says of N images: calibrated ``probabilities`` (N, C) and, when the
+    model carries a feature reference (:mod:`covidcxr.ood`), ``ood_scores`` (N,) and
+    ``unfamiliar`` (N,) bool: the score is above ``ood_threshold`` (1: the film's features or
+    layout are further from the training films than 99.5 % of validation films)."""
+
+    probabilities: np.ndarray
+    ood_scores: np.ndarray | None = None
+    unfamiliar: np.ndarray | None = None
+    ood_threshold: float | None = None
 
 
 class Segmenter:
@@ -315,8 +428,9 @@ def prepare_images(images: Sequence[np.ndarray], input_size: int) -> Any:
 
 
 def load_model(path: str | Path) -> Classifier | Segmenter:
-    """Load a saved model (folder, run folder, or one of its two files) for inference on CPU:
-    a :class:`Classifier` or, for a segmentation model, a :class:`Segmenter`."""
+    """Load a saved model (folder, run folder, one of its two files, or the name of a pretrained
+    model: ``covidcxr models``) for inference on CPU: a :class:`Classifier` or, for a
+    segmentation model, a :class:`Segmenter`."""
     from safetensors.torch import load_file
 
     from covidcxr.models import create_model

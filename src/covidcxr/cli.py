@@ -67,6 +67,16 @@ def _list_skipped(failures: list[tuple[Path, str]]) -> None:
             typer.echo(f"  {path}: {reason}", err=True)
 
 
+def _evaluation_folder(model: Path) -> Path:
+    """Where ``evaluate`` writes without ``--out``: inside a model or run folder of the user's,
+    ``./NAME-evaluation`` for a pretrained model (the package is never written into)."""
+    from covidcxr import zoo
+
+    if zoo.is_pretrained(zoo.resolve(model)):
+        return Path(f"{model}-evaluation")
+    return model / "evaluation"
+
+
 @contextmanager
 def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar with ETA on stderr; yields the ``progress(done, total)`` callback."""
@@ -270,11 +280,23 @@ def train_command(
             help="Frozen backbones without --augment: run the backbone once per image.",
         ),
     ] = None,
+    fine_tune: Annotated[
+        int | None,
+        typer.Option(help="Pretrained backbones: also train the last N parts of the trunk."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (paper: 50; VGG16 10).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (paper: 64).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(help="none, or plateau (divide by 5 when 3 epochs bring no progress)."),
+    ] = None,
     patience: Annotated[
         int | None, typer.Option(help="Early stopping: epochs without a lower val loss.")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="default, or paper: the paper's own protocol (seed-cnn: patience 3)."),
     ] = None,
     fractions: Annotated[
         str | None, typer.Option(help="Train,val,test fractions (paper: 0.7,0.1,0.2).")
@@ -319,10 +341,13 @@ def train_command(
         lungs=lungs,
         seg_model=None if seg_model is None else str(seg_model),
         feature_cache=feature_cache,
+        fine_tune=fine_tune,
         max_epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
         patience=patience,
+        preset=preset,
         fractions=parts,
         seed=seed,
         split=None if split is None else str(split),
@@ -416,7 +441,9 @@ class _ProgressFactory:
 
 @app.command("evaluate")
 def evaluate_command(
-    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a saved model folder or a pretrained name.")
+    ],
     data: Annotated[Path, typer.Option(help="Dataset folder (any layout) or CSV manifest.")],
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default MODEL/evaluation).")
@@ -435,7 +462,7 @@ def evaluate_command(
     """Score a saved model on any dataset: metrics.json, confusion matrix, predictions.csv."""
     from covidcxr.engine.evaluate import evaluate
 
-    target = out or (model / "evaluation")
+    target = out or _evaluation_folder(model)
     bars = _ProgressFactory(quiet)
     try:
         metrics = evaluate(model, data, target, split, subset, workers, cache_dir, bars, seg_model)
@@ -463,7 +490,11 @@ def evaluate_command(
 @app.command("predict")
 def predict_command(
     model: Annotated[
-        Path, typer.Argument(help="A run folder, a saved model folder, or an exported .onnx file.")
+        Path,
+        typer.Argument(
+            help="A pretrained model's name (`covidcxr models`), a run or model folder, or an "
+            "exported .onnx file."
+        ),
     ],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (any depth).")],
     out: Annotated[
@@ -492,7 +523,8 @@ def predict_command(
 
     def show(rows: list[dict]) -> None:
         for row in rows:
-            typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}")
+            unlike = "\tunfamiliar: unlike its training films" if row.get("unfamiliar") else ""
+            typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}{unlike}")
 
     try:
         with _progress("Predicting", quiet) as progress:
@@ -512,9 +544,15 @@ def predict_command(
 
 @app.command("export")
 def export_command(
-    model: Annotated[Path, typer.Argument(help="A run folder or a saved model folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a saved model folder or a pretrained name.")
+    ],
     out: Annotated[
-        Path | None, typer.Option(help="The .onnx file (default: model.onnx in the model folder).")
+        Path | None,
+        typer.Option(
+            help="The .onnx file (default: model.onnx in the model folder; ./NAME.onnx for "
+            "a pretrained model)."
+        ),
     ] = None,
     check: Annotated[
         list[Path] | None,
@@ -605,7 +643,11 @@ def segment_train(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     split: Annotated[Path | None, typer.Option(help="Use this split CSV.")] = None,
     augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Random left-right flips.")
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Random flips, zoom, rotation, shift and exposure (image and mask alike).",
+        ),
     ] = None,
     postprocess: Annotated[
         bool | None,
@@ -646,7 +688,9 @@ def segment_train(
 
 @segment_app.command("predict")
 def segment_predict(
-    model: Annotated[Path, typer.Argument(help="A segmentation run or model folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A segmentation run or model folder, or a pretrained name.")
+    ],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
     out: Annotated[Path, typer.Option(help="Folder for the mask and overlay PNGs.")],
     postprocess: Annotated[
@@ -668,7 +712,9 @@ def segment_predict(
 
 @segment_app.command("evaluate")
 def segment_evaluate(
-    model: Annotated[Path, typer.Argument(help="A segmentation run or model folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A segmentation run or model folder, or a pretrained name.")
+    ],
     data: Annotated[Path, typer.Option(help="Dataset with lung masks.")],
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default MODEL/evaluation).")
@@ -683,7 +729,7 @@ def segment_evaluate(
     """Dice, IoU and 95 % Hausdorff distance per image and averaged, and the worst cases."""
     from covidcxr.segmentation.inference import evaluate_segmentation
 
-    target = out or (model / "evaluation")
+    target = out or _evaluation_folder(model)
     try:
         with _progress("Segmenting", quiet) as progress:
             metrics = evaluate_segmentation(
@@ -702,7 +748,9 @@ def segment_evaluate(
 
 @app.command("explain")
 def explain_command(
-    model: Annotated[Path, typer.Argument(help="A run folder or a saved classifier folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="A run folder, a saved classifier folder or a pretrained name.")
+    ],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
     out: Annotated[Path, typer.Option(help="Folder for the heatmap overlays.")],
     method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
@@ -767,7 +815,13 @@ def report_command(
 
 @app.command("serve")
 def serve_command(
-    model: Annotated[Path, typer.Argument(help="A classifier's run folder or model folder.")],
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A pretrained classifier's name, or a run / model folder (default: the best "
+            "pretrained classifier, with the pretrained lung model)."
+        ),
+    ] = None,
     seg: Annotated[
         Path | None, typer.Option("--seg", help="Lung segmentation model: lung outlines.")
     ] = None,
@@ -780,13 +834,17 @@ def serve_command(
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a page at / to drop
     X-rays on (research use only)."""
-    from covidcxr.service.app import ServiceSettings, serve
+    from covidcxr.service.app import ServiceSettings, default_models, serve
 
     if max_upload_mb <= 0 or timeout <= 0:
         raise _fail("--max-upload-mb and --timeout should be positive")
     settings = ServiceSettings(max_upload_mb=max_upload_mb, timeout_s=timeout)
-    typer.echo(f"covidcxr: serving {model} on http://{host}:{port}/  (research use only)")
     try:
+        model, seg = default_models(model, seg)
+        lungs = f" with lung model {seg}" if seg is not None else ""
+        typer.echo(
+            f"covidcxr: serving {model}{lungs} on http://{host}:{port}/  (research use only)"
+        )
         serve(model, seg, host, port, settings)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
@@ -794,13 +852,42 @@ def serve_command(
 
 @app.command("models")
 def models_command() -> None:
-    """The registered models with their input size and paper defaults."""
+    """The pretrained models that ship with covidcxr (use them by name), then the
+    architectures you can train."""
+    from covidcxr import zoo
+    from covidcxr.artifact import read_card
     from covidcxr.models import get_model_spec, list_models
 
+    names = zoo.pretrained_names()
+    if names:
+        typer.echo("Pretrained (use by name: predict, serve, explain, export, --seg-model):")
+        for name in names:
+            card, _ = read_card(name)
+            typer.echo(f"  {name:<22} {card.task:<14} {_card_figure(card)}")
+            trained_on = card.training_data.get("name", "unknown data")
+            typer.echo(f"  {'':<22} trained on {trained_on}")
+        typer.echo("")
+    typer.echo("Architectures (covidcxr train --model NAME / segment train --model NAME):")
     for name in list_models():
         spec = get_model_spec(name)
         size = f"{spec.input_size}x{spec.input_size}"
-        typer.echo(f"{name:<20} {spec.task:<14} {size:<8} {spec.description}")
+        typer.echo(f"  {name:<22} {spec.task:<14} {size:<8} {spec.description}")
+
+
+def _card_figure(card) -> str:
+    """The headline test figure of a model card, with the data it was measured on."""
+    metrics = card.metrics
+    if card.task == "segmentation":
+        dice = metrics.get("test_dice")
+        return "" if dice is None else f"test Dice {dice:.3f}"
+    accuracy = metrics.get("test_accuracy")
+    if accuracy is None:
+        return ""
+    covid = metrics.get("test_per_class", {}).get("COVID", {}).get("recall")
+    recall = "" if covid is None else f", COVID recall {100 * covid:.1f} %"
+    return (
+        f"test accuracy {100 * accuracy:.1f} %{recall} ({metrics.get('test_images', '?')} images)"
+    )
 
 
 def run() -> None:  # pragma: no cover - console-script shim for `python -m covidcxr`

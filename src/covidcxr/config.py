@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 BALANCE_CHOICES = ("none", "weights", "sampler")
+LR_SCHEDULES = ("none", "plateau")
+"""``plateau``: divide the learning rate by 5 when 3 epochs in a row bring no lower validation
+loss (PyTorch's ReduceLROnPlateau with patience 2); ``none``: a constant rate, as in the
+paper."""
+DEFAULT_PRESET = "default"
 LUNG_CHOICES = ("none", "crop", "mask")
 """What the classifier sees: the whole image, the lungs' bounding box, or only the lungs."""
 NO_WEIGHTS = "none"
@@ -23,13 +28,23 @@ NO_WEIGHTS = "none"
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random geometric augmentation, as the paper's Keras ImageDataGenerator did: rotation (±
-    degrees), shift (fraction of the side), zoom (± fraction) and horizontal flip."""
+    """Random augmentation. By default what the paper's Keras ImageDataGenerator did: rotation
+    (± degrees), shift (fraction of the side), zoom (± fraction) and horizontal flip.
+
+    The photometric settings (0: off) redraw how a film was acquired and processed, which
+    differs from one hospital and one copy of a dataset to the next: ``gamma`` (exposure: a
+    gamma drawn log-uniformly from [1 / (1 + g), 1 + g]), ``contrast`` (± fraction),
+    ``blur`` (Gaussian sigma up to this many pixels at the input size, half of the images) and
+    ``jpeg`` (re-encode half of the images at a JPEG quality drawn from [jpeg, 95])."""
 
     rotation: float = 10.0
     shift: float = 0.1
     zoom: float = 0.1
     horizontal_flip: bool = True
+    gamma: float = 0.0
+    contrast: float = 0.0
+    blur: float = 0.0
+    jpeg: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class TrainConfig:
     augment: bool = False
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
     balance: str = "none"
+    fine_tune: int = 0
     feature_cache: bool = True
     postprocess: bool = True
     lungs: str = "none"
@@ -51,8 +67,10 @@ class TrainConfig:
     lung_margin: float = 0.05
     batch_size: int | None = None
     max_epochs: int | None = None
-    patience: int = 3
+    patience: int | None = None
     learning_rate: float | None = None
+    lr_schedule: str | None = None
+    preset: str = DEFAULT_PRESET
     fractions: tuple[float, ...] | None = None
     seed: int = 0
     split: str | None = None
@@ -104,6 +122,10 @@ def config_from_mapping(values: Mapping[str, Any]) -> TrainConfig:
         )
     if config.lungs not in LUNG_CHOICES:
         raise ValueError(f"lungs should be one of {', '.join(LUNG_CHOICES)}, got {config.lungs!r}")
+    if config.lr_schedule is not None and config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"lr_schedule should be one of {', '.join(LR_SCHEDULES)}, got {config.lr_schedule!r}"
+        )
     return config
 
 
@@ -139,20 +161,39 @@ def save_yaml(config: TrainConfig, path: str | Path) -> Path:
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill every ``None`` that has a model default: output folder, weights, batch size,
-    epochs, learning rate and split fractions (the paper's per-model settings)."""
+    epochs, patience, learning rate and its schedule, split fractions. The defaults are the
+    model's (``ModelSpec.defaults``), overlaid with its preset ``config.preset`` when that is
+    not ``"default"`` (``"paper"``: the paper's own protocol)."""
     from covidcxr.models import get_model_spec
 
     spec = get_model_spec(config.model)
-    defaults = dict(spec.defaults)
+    defaults = model_defaults(spec, config.preset)
     weights = config.weights if config.weights is not None else spec.default_weights
     return config.replace(
         out=config.out or str(Path("runs") / config.model),
         weights=NO_WEIGHTS if weights in (None, NO_WEIGHTS, "random") else str(weights),
         batch_size=config.batch_size or int(defaults.get("batch_size", 64)),
         max_epochs=config.max_epochs or int(defaults.get("max_epochs", 50)),
+        patience=config.patience
+        if config.patience is not None
+        else int(defaults.get("patience", 3)),
         learning_rate=config.learning_rate or float(defaults.get("learning_rate", 1e-3)),
+        lr_schedule=config.lr_schedule or str(defaults.get("lr_schedule", "none")),
         fractions=tuple(config.fractions or defaults.get("fractions", (0.7, 0.1, 0.2))),
     )
+
+
+def model_defaults(spec: Any, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
+    """The training defaults of registry entry ``spec`` under ``preset``; ValueError naming
+    the presets the model has when it has no such one."""
+    defaults = dict(spec.defaults)
+    if preset == DEFAULT_PRESET:
+        return defaults
+    presets = dict(spec.presets)
+    if preset not in presets:
+        known = ", ".join([DEFAULT_PRESET, *presets])
+        raise ValueError(f"model {spec.name!r} has no preset {preset!r}; its presets: {known}")
+    return defaults | dict(presets[preset])
 
 
 def _plain(value: Any) -> Any:

@@ -20,6 +20,8 @@ name            shape, type                 what
 image           (N, 1, S, S) uint8          resized grey image, bright = dense
 probabilities   (N, C) float32              classifier: softmax(logits / temperature)
 logits          (N, C) float32              classifier: raw network output
+ood_score       (N,) float32                classifier with a feature reference: its
+                                            out-of-distribution score (:mod:`covidcxr.ood`)
 probabilities   (N, S, S) float32           segmenter: lung probability per pixel
 ==============  ==========================  =============================================
 """
@@ -64,6 +66,10 @@ differ by up to ~1.2e-4 between the two runtimes (float32 sums in another order;
 the demo's unet-lite and the real sample), which flips a handful of pixels that sit exactly at
 the threshold: 18 of 34 million there."""
 
+OOD_TOLERANCE = 1e-3
+"""Largest allowed relative difference of the out-of-distribution score (float32 in the graph,
+float64 in PyTorch's path)."""
+
 CARD_KEY = "covidcxr.card"
 SEGMENTER_SUFFIX = ".segmenter.onnx"
 OPSET = 18
@@ -101,7 +107,8 @@ def export_onnx(
 
     Args:
         model: a classifier or a lung segmenter saved by covidcxr.
-        out: the ``.onnx`` file to write; default ``model.onnx`` in the model folder.
+        out: the ``.onnx`` file to write; default ``model.onnx`` in the model folder (for a
+            pretrained model, ``<name>.onnx`` in the current folder).
         check_images: images in the covidcxr convention (float ``(H, W)`` in [0, 1]) to compare
             ONNX Runtime with PyTorch on; default: 8 seeded synthetic images.
         tolerance: the largest allowed absolute difference of any probability.
@@ -110,10 +117,16 @@ def export_onnx(
         ParityError: the two runtimes disagree beyond ``tolerance``; nothing is written and an
             earlier export at ``out`` (and its segmenter) is left as it was.
     """
+    from covidcxr import zoo
     from covidcxr.artifact import load_model
 
     loaded = load_model(model)
-    target = Path(out) if out is not None else loaded.folder / ONNX_FILE
+    if out is not None:
+        target = Path(out)
+    elif zoo.is_pretrained(loaded.folder):  # never write into the installed package
+        target = Path.cwd() / f"{loaded.folder.name}.onnx"
+    else:
+        target = loaded.folder / ONNX_FILE
     if target.suffix.lower() != ".onnx":
         raise ValueError(f"{target}: the output should be a .onnx file")
     images = list(check_images) if check_images is not None else _synthetic_images()
@@ -155,10 +168,14 @@ def export_onnx(
 def load_onnx(path: str | Path) -> OnnxClassifier | OnnxSegmenter:
     """Load an exported model for ONNX Runtime: a ``.onnx`` file, or a model / run folder
     holding ``model.onnx``."""
+    from covidcxr import zoo
+
     path = Path(path)
     candidates = [path] if path.suffix.lower() == ".onnx" else [path / ONNX_FILE]
     if path.is_dir():
         candidates.append(path / "model" / ONNX_FILE)
+    if str(path) in zoo.pretrained_names():  # where `covidcxr export NAME` puts it
+        candidates.append(Path.cwd() / f"{path}.onnx")
     found = next((candidate for candidate in candidates if candidate.is_file()), None)
     if found is None:
         raise FileNotFoundError(
@@ -204,8 +221,15 @@ class OnnxClassifier(Classifier):
             segmenter = load_onnx(segmenter)
         super().use_segmenter(segmenter)
 
-    def predict_prepared(self, images: Any, batch_size: int = 64, progress: Any = None) -> Any:
-        return _run(self.session, images, batch_size, progress)
+    def analyse_prepared(self, images: Any, batch_size: int = 64, progress: Any = None) -> Any:
+        from covidcxr.artifact import Analysis
+
+        if not self.card.ood:
+            return Analysis(_run(self.session, images, batch_size, progress))
+        outputs = ["probabilities", "ood_score"]
+        probabilities, scores = _run(self.session, images, batch_size, progress, outputs)
+        threshold = float(self.card.ood.get("threshold", 1.0))
+        return Analysis(probabilities, scores, scores > threshold, threshold)
 
     def __repr__(self) -> str:
         return f"OnnxClassifier({self.card.model!r}, classes={self.class_names}, from {self.path})"
@@ -258,11 +282,22 @@ def _export_checked(
     onnx.checker.check_model(proto)
     onnx.save(proto, str(partial))
     prepared = prepare_images(images, loaded.card.input_size)
+    session = _session(partial)
     if isinstance(loaded, Classifier):
-        reference = loaded.predict_prepared(prepared, batch_size=16)
+        analysis = loaded.analyse_prepared(prepared, batch_size=16)
+        reference = analysis.probabilities
+        if analysis.ood_scores is not None:
+            scores = _run(session, prepared, 16, names=["ood_score"])[0]
+            relative = np.abs(scores - analysis.ood_scores) / np.maximum(analysis.ood_scores, 1)
+            if not float(relative.max()) < OOD_TOLERANCE:
+                raise ParityError(
+                    f"{target}: ONNX Runtime and PyTorch disagree by {relative.max():.3g} "
+                    f"(relative) on the out-of-distribution scores of {len(images)} images "
+                    f"(tolerance {OOD_TOLERANCE:g}); nothing written"
+                )
     else:
         reference = loaded.predict_probabilities(images).numpy()
-    exported = _run(_session(partial), prepared, 16)
+    exported = _run(session, prepared, 16)
     difference = float(np.abs(exported - reference).max())
     if not difference < tolerance:
         raise ParityError(
@@ -281,17 +316,24 @@ def _deployable(loaded: Classifier | Segmenter) -> Any:
 
     card = loaded.card
     segmenter = isinstance(loaded, Segmenter)
+    reference = None if segmenter else loaded.reference
 
     class Deployed(nn.Module):
         def __init__(self, network: nn.Module) -> None:
             super().__init__()
             self.network = network
+            self.scorer = None if reference is None else reference.torch_scorer()
 
         def forward(self, image: torch.Tensor) -> Any:
-            logits = self.network(normalise(image, card.mean, card.std, card.in_channels))
+            batch = normalise(image, card.mean, card.std, card.in_channels)
             if segmenter:
-                return torch.sigmoid(logits)[:, 0]
-            return torch.softmax(logits / card.temperature, dim=1), logits
+                return torch.sigmoid(self.network(batch))[:, 0]
+            features = self.network.forward_features(batch)
+            logits = self.network.forward_head(features)
+            probabilities = torch.softmax(logits / card.temperature, dim=1)
+            if self.scorer is None:
+                return probabilities, logits
+            return probabilities, logits, self.scorer(features, image)
 
     return Deployed(loaded.network).eval()
 
@@ -303,6 +345,8 @@ def _trace(loaded: Classifier | Segmenter, path: Path) -> None:
     size = loaded.card.input_size
     example = torch.zeros((2, 1, size, size), dtype=torch.uint8)
     outputs = ["probabilities"] if isinstance(loaded, Segmenter) else ["probabilities", "logits"]
+    if module.scorer is not None:
+        outputs.append("ood_score")
     # The exporter prints its progress and warns about opsets and decompositions: not news.
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -332,22 +376,42 @@ def _session(path: Path) -> Any:
         raise ValueError(f"{path}: ONNX Runtime cannot load this file ({error})") from None
 
 
-def _run(session: Any, images: Any, batch_size: int, progress: Any = None) -> np.ndarray:
-    """The first output of ``session`` over uint8 ``images`` (N, 1, S, S), in batches."""
+def _run(
+    session: Any,
+    images: Any,
+    batch_size: int,
+    progress: Any = None,
+    names: Sequence[str] | None = None,
+) -> Any:
+    """The ``probabilities`` output of ``session`` over uint8 ``images`` (N, 1, S, S), in
+    batches; with ``names``, a list of those outputs instead."""
     array = images.numpy() if hasattr(images, "numpy") else np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1] != 1:
         raise ValueError(f"images should be uint8 (N, 1, S, S), got {array.dtype} {array.shape}")
-    outputs = []
+    wanted = list(names) if names is not None else ["probabilities"]
+    available = {output.name: output for output in session.get_outputs()}
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ValueError(
+            f"this ONNX file has no {', '.join(missing)} output (exported by an older covidcxr); "
+            "export the model again"
+        )
+    outputs: list[list[np.ndarray]] = [[] for _ in wanted]
     total = len(array)
     for start in range(0, total, batch_size):
         batch = np.ascontiguousarray(array[start : start + batch_size])
-        outputs.append(session.run(["probabilities"], {"image": batch})[0])
+        for collected, result in zip(outputs, session.run(wanted, {"image": batch}), strict=True):
+            collected.append(result)
         if progress is not None:
             progress(min(total, start + batch_size), total)
-    if not outputs:
-        shape = session.get_outputs()[0].shape[1:]
-        return np.zeros((0, *[int(s) for s in shape]), dtype=np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    joined = []
+    for name, collected in zip(wanted, outputs, strict=True):
+        if collected:
+            joined.append(np.concatenate(collected).astype(np.float32, copy=False))
+        else:
+            shape = [int(s) if isinstance(s, int) else 0 for s in available[name].shape[1:]]
+            joined.append(np.zeros((0, *shape), dtype=np.float32))
+    return joined if names is not None else joined[0]
 
 
 def _synthetic_images(count: int = 8) -> list[np.ndarray]:

@@ -10,7 +10,8 @@ output, or into the ``failures`` list of a JSON output).
 
 Output formats, chosen by the suffix of ``out``:
 
-* ``.csv`` — ``path, predicted, confidence, p_<class>...``, one row per image;
+* ``.csv`` — ``path, predicted, confidence, p_<class>...`` and, for a model with a feature
+  reference (:mod:`covidcxr.ood`), ``ood_score, unfamiliar``, one row per image;
 * ``.jsonl`` — one JSON object per line, the same fields;
 * ``.json`` — ``{"class_names", "predictions": [...], "failures": [...]}``, one prediction per
   line while it is written, so a cut-off file can be resumed.
@@ -134,8 +135,12 @@ def predict_files(
     if classifier.lung_mode != "none":
         classifier.segmenter  # noqa: B018  (fail now, before reading thousands of files)
     names = classifier.class_names
+    if warn is not None:
+        for message in classifier.card.warnings():
+            warn(message)
     keep = out is None if keep_rows is None else keep_rows
-    writer = _Writer(Path(out), names, resume) if out is not None else None
+    checked = bool(classifier.card.ood)
+    writer = _Writer(Path(out), names, resume, checked) if out is not None else None
     result = PredictionResult(out=writer.path if writer else None)
     # Lung focusing needs each image at full resolution, so fewer of them travel at once.
     lungs = classifier.lung_mode != "none"
@@ -271,18 +276,20 @@ def _predict_rows(
         batch = classifier.prepare(images)  # full-resolution images: focus, then resize
     else:
         batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
-    probabilities = classifier.predict_prepared(batch, batch_size)
+    analysis = classifier.analyse_prepared(batch, batch_size)
     rows = []
-    for (path, _), row in zip(good, probabilities, strict=True):
+    for index, ((path, _), row) in enumerate(zip(good, analysis.probabilities, strict=True)):
         best = int(np.argmax(row))
-        rows.append(
-            {
-                "path": str(path),
-                "predicted": names[best],
-                "confidence": float(row[best]),
-                **{f"p_{name}": float(p) for name, p in zip(names, row, strict=True)},
-            }
-        )
+        record = {
+            "path": str(path),
+            "predicted": names[best],
+            "confidence": float(row[best]),
+            **{f"p_{name}": float(p) for name, p in zip(names, row, strict=True)},
+        }
+        if analysis.ood_scores is not None:
+            record["ood_score"] = round(float(analysis.ood_scores[index]), 4)
+            record["unfamiliar"] = bool(analysis.unfamiliar[index])
+        rows.append(record)
     return rows
 
 
@@ -311,12 +318,16 @@ class _Writer:
     (``surrogateescape``) and escaped in JSON, and match again on resume.
     """
 
-    def __init__(self, path: Path, class_names: list[str], resume: bool) -> None:
+    def __init__(
+        self, path: Path, class_names: list[str], resume: bool, checked: bool = False
+    ) -> None:
         suffix = path.suffix.lower()
         self.format = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "json")
         self.path = path
         self.class_names = class_names
         self.columns = ["path", "predicted", "confidence", *[f"p_{n}" for n in class_names]]
+        if checked:  # the model has an out-of-distribution reference
+            self.columns += ["ood_score", "unfamiliar"]
         self.done: set[str] = set()
         self.rows_written = 0
         path.parent.mkdir(parents=True, exist_ok=True)

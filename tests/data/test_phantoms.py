@@ -104,8 +104,17 @@ def test_layout_round_trip(dataset: PhantomSummary) -> None:
     assert dataset.total == 3 * PER_CLASS
     assert dataset.seconds > 0
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        [*THREE_FOLDERS, *(f"{folder}.metadata.xlsx" for folder in THREE_FOLDERS)]
+        [
+            *THREE_FOLDERS,
+            *(f"{folder}.metadata.xlsx" for folder in THREE_FOLDERS),
+            "covidcxr-dataset.json",
+        ]
     )
+    from covidcxr.data.layouts import dataset_card
+
+    card = dataset_card(root)
+    assert card["synthetic"] is True and card["class_counts"]["COVID"] == PER_CLASS
+    assert "--per-class 40" in card["generator"]
     assert not (root / "Lung_Opacity").exists()
     # The staging directory was renamed into place; nothing is left beside the dataset.
     assert [p.name for p in root.parent.iterdir()] == [root.name]
@@ -207,8 +216,8 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     first = write_phantoms(tmp_path / "a", per_class=3, seed=11).root
     second = write_phantoms(tmp_path / "b", per_class=3, seed=11).root
     digest = _tree_digest(first)
-    assert len(digest) == 3 * (3 + 3 + 1)
-    assert digest == _tree_digest(second)  # PNGs and metadata sheets alike
+    assert len(digest) == 3 * (3 + 3 + 1) + 1  # images, masks, sheets; the dataset card
+    assert digest == _tree_digest(second)  # PNGs, metadata sheets and card alike
 
     other = _tree_digest(write_phantoms(tmp_path / "c", per_class=3, seed=12).root)
     images = [name for name in digest if "/images/" in name]

@@ -161,3 +161,26 @@ def test_segmentation_models_are_refused_by_train_and_vice_versa(
         app, ["segment", "train", "--data", str(phantoms), "--model", "tiny-cnn"]
     )
     assert result.exit_code == 2 and "covidcxr train" in result.output
+
+
+def test_augmented_pairs_stay_aligned_and_follow_their_seeds() -> None:
+    import torch
+
+    from covidcxr.engine.segmentation import augment_pairs
+
+    # a bright rectangle on black, its mask the same rectangle
+    images = torch.zeros((4, 1, 64, 64), dtype=torch.uint8)
+    images[:, :, 16:48, 20:44] = 200
+    masks = (images > 0).to(torch.uint8)
+    warped, warped_masks = augment_pairs(images, masks, [1, 2, 3, 4])
+    assert warped.dtype == torch.uint8 and warped_masks.dtype == torch.uint8
+    assert warped.shape == images.shape and set(warped_masks.unique().tolist()) <= {0, 1}
+    for image, mask in zip(warped, warped_masks, strict=True):
+        bright = image[0] > 40  # exposure changes, the rectangle stays brighter than the fill
+        inside = mask[0].bool()
+        agreement = (bright == inside).float().mean()
+        assert agreement > 0.97, float(agreement)  # edges may differ by a pixel
+    again, again_masks = augment_pairs(images, masks, [1, 2, 3, 4])
+    assert torch.equal(again, warped) and torch.equal(again_masks, warped_masks)
+    other, _ = augment_pairs(images, masks, [5, 6, 7, 8])
+    assert not torch.equal(other, warped)

@@ -178,3 +178,60 @@ def test_class_weights_balance(phantoms: Path, cache_dir: Path, tmp_path: Path) 
         log=lambda _: None,
     )
     assert result is not None and result.metrics["epochs_run"] == 1
+
+
+def test_a_run_records_its_data_and_an_ood_reference_in_the_card(
+    phantoms: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(config(phantoms, run, cache_dir, max_epochs=1), log=lambda _: None)
+    classifier = load_model(run)
+    card = classifier.card
+    data = card.training_data
+    assert data["synthetic"] is True and card.synthetic and card.name == "run"
+    assert "phantoms only" in card.warnings()[0]
+    counts = data["split"]["counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == 3 * 24
+    assert card.metrics["test_images"] == sum(counts["test"].values())
+    assert {"low", "high"} <= set(card.metrics["test_intervals"]["accuracy"])
+    assert card.ood["dims"] >= 1 and (run / "model" / "ood.safetensors").is_file()
+    analysis = classifier.analyse(sorted(phantoms.rglob("images/*.png"))[:6])
+    assert analysis.ood_scores.shape == (6,) and analysis.unfamiliar.dtype == bool
+
+
+def test_fine_tuning_trains_only_the_last_parts_of_a_frozen_trunk(
+    phantoms: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    from covidcxr.models import create_model
+
+    torch.manual_seed(0)
+    start = create_model("tiny-frozen-cnn", weights=None).state_dict()
+    run = tmp_path / "tuned"
+    settings = config(phantoms, run, cache_dir, model="tiny-frozen-cnn", fine_tune=1)
+    metrics = train(settings, log=lambda _: None).metrics
+    assert metrics["cached_features"] is False  # the trunk changes: nothing to cache
+    tuned = weights_of(run)
+    assert torch.equal(tuned["trunk.conv1.weight"], start["trunk.conv1.weight"])
+    assert not torch.equal(tuned["trunk.conv2.weight"], start["trunk.conv2.weight"])
+    with pytest.raises(ValueError, match="fine_tune should be between 0 and 2"):
+        create_model("tiny-frozen-cnn", weights=None).fine_tune(3)
+    with pytest.raises(ValueError, match="trains its whole trunk already"):
+        create_model("tiny-cnn").fine_tune(1)
+
+
+def test_photometric_augmentation_is_seeded_and_off_by_default() -> None:
+    from covidcxr.config import AugmentConfig
+    from covidcxr.engine.data import TensorImageDataset, augmentation
+
+    images = torch.linspace(0, 255, 64 * 64).reshape(1, 1, 64, 64).round().to(torch.uint8)
+    labels = torch.zeros(1, dtype=torch.int64)
+    paper = [str(step) for step in augmentation(AugmentConfig()).transforms]
+    assert not any("Gamma" in s or "JPEG" in s or "Blur" in s for s in paper)
+    robust = augmentation(AugmentConfig(rotation=0, shift=0, zoom=0, horizontal_flip=False,
+                                        gamma=0.5, contrast=0.3, blur=1.0, jpeg=40))  # fmt: skip
+    dataset = TensorImageDataset(images, labels, robust)
+    first, same = dataset[(0, 11)]["image"], dataset[(0, 11)]["image"]
+    assert torch.equal(first, same) and first.dtype == torch.uint8
+    draws = [dataset[(0, seed)]["image"] for seed in range(12)]
+    assert len({tuple(d.flatten()[::97].tolist()) for d in draws}) > 6
+    assert not all(torch.equal(d, images[0]) for d in draws)

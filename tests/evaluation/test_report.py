@@ -102,6 +102,18 @@ def test_report_without_data_still_has_every_section(
     page = parse(tmp_path / "r.html")
     assert page.sections == [key for key, _ in SECTIONS]
     assert "Pass --data" in " ".join(page.text)
+    # a model trained on phantoms says so at the top of its report
+    assert "trained on synthetic phantoms only" in " ".join(page.text[:12])
+
+
+def test_predict_says_a_phantom_model_knows_nothing_of_real_films(
+    run: tuple[Path, Path], real_dataset: Path
+) -> None:
+    run_dir, _ = run
+    image = next(real_dataset.rglob("images/*.png"))
+    result = CliRunner().invoke(app, ["predict", str(run_dir), str(image)])
+    assert result.exit_code == 0, result.output
+    assert "warning: This model was trained on synthetic phantoms only" in result.output
 
 
 def test_report_refuses_a_folder_without_a_run(tmp_path: Path) -> None:

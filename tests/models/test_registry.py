@@ -92,12 +92,15 @@ def test_paper_specs():
     seed = get_model_spec("seed-cnn")
     assert (seed.input_size, seed.in_channels, seed.mean, seed.std) == (100, 3, (0,) * 3, (1,) * 3)
     assert seed.frozen_trunk is False and seed.default_weights is None
-    assert dict(seed.defaults) == {
+    assert dict(seed.presets["paper"]) == {
         "max_epochs": 50,
         "fractions": (0.7, 0.1, 0.2),
         "batch_size": 64,
         "learning_rate": 1e-3,
+        "patience": 3,
+        "lr_schedule": "none",
     }
+    assert dict(seed.defaults) == {**seed.presets["paper"], "max_epochs": 100, "patience": 10}
     vgg = get_model_spec("vgg16")
     assert (vgg.input_size, vgg.frozen_trunk, vgg.default_weights) == (224, True, "imagenet")
     assert vgg.mean == (0.485, 0.456, 0.406) and vgg.std == (0.229, 0.224, 0.225)
@@ -106,7 +109,10 @@ def test_paper_specs():
         "fractions": (0.75, 0.125, 0.125),
         "batch_size": 64,
         "learning_rate": 1e-3,
+        "patience": 3,
+        "lr_schedule": "none",
     }
+    assert dict(vgg.presets["paper"]) == {}
     lite = get_model_spec("efficientnet-lite0")
     assert lite.mean == (0.5, 0.5, 0.5) and lite.std == (0.5, 0.5, 0.5)
     for name in ("densenet121", "resnet50", "efficientnet-lite0"):

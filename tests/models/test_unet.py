@@ -27,6 +27,8 @@ def test_unet_spec():
         "fractions": (0.7, 0.1, 0.2),
         "batch_size": 8,
         "learning_rate": 1e-3,
+        "patience": 3,
+        "lr_schedule": "none",
     }
     tiny = get_model_spec("tiny-unet")
     assert tiny.test_only and tiny.task == "segmentation" and tiny.input_size == 64

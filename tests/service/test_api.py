@@ -174,8 +174,8 @@ def test_a_request_past_its_deadline_is_504_and_its_work_abandoned(model, xray) 
     slow = TestClient(create_app(model, settings=ServiceSettings(timeout_s=0.3)))
     analyser = slow.app.state.analyser
     calls = []
-    original = analyser.classifier.predict_prepared
-    analyser.classifier.predict_prepared = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    original = analyser.classifier.analyse_prepared
+    analyser.classifier.analyse_prepared = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
     analyser.lock.acquire()  # another request holds the network
     try:
         started = time.monotonic()
@@ -266,3 +266,11 @@ def test_serve_refuses_a_segmentation_model(tmp_path) -> None:
     save_classifier(tmp_path / "seg", create_model("tiny-unet", weights=None), card)
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "seg")])
     assert result.exit_code == 2 and "serve a classifier" in result.output
+
+
+def test_the_card_and_answers_carry_the_models_warnings(client, xray) -> None:
+    card = client.get("/model").json()
+    assert card["warnings"] and "untrained" in card["warnings"][0]
+    body = upload(client, xray.read_bytes()).json()
+    assert body["warnings"] == card["warnings"]
+    assert body["unfamiliar"] is None  # an untrained model has no feature reference

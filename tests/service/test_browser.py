@@ -100,6 +100,9 @@ def test_upload_through_the_page_shows_prediction_and_heatmap(server, real_datas
             page.goto(server)
             expect(page.locator("#notice")).to_contain_text("not a diagnostic device")
             expect(page.locator("#model-info")).to_contain_text("tiny-cnn")
+            # what the model has seen is said before any upload: here, nothing at all
+            expect(page.locator("#model-warning")).to_contain_text("untrained")
+            expect(page.locator("#model-info")).to_contain_text("Trained on")
             page.set_input_files("#file", str(xray))
             expect(page.locator("#predicted")).not_to_be_empty(timeout=30_000)
             predicted = page.locator("#predicted").inner_text()

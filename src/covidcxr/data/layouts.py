@@ -94,6 +94,33 @@ def discover(path: str | Path, num_classes: int = 3) -> DatasetIndex:
     return _read_class_folders(root, names)
 
 
+DATASET_CARD = "covidcxr-dataset.json"
+"""A dataset's own card, beside its class folders: where its images came from (``sources``),
+what was left out (``excluded_counts``), its ``licence`` and whether it is ``synthetic``.
+``covidcxr data phantoms`` and ``recipes/real_data.py`` write one; training copies it into the
+model card so that a saved model says what it has seen."""
+
+
+def dataset_card(root: str | Path) -> dict | None:
+    """The dataset card (:data:`DATASET_CARD`) in ``root`` or the folder above it, or None.
+
+    Raises ValueError for a card that is not a JSON object."""
+    import json
+
+    root = Path(root)
+    folder = root.parent if root.is_file() else root
+    for candidate in (folder / DATASET_CARD, folder.parent / DATASET_CARD):
+        if candidate.is_file():
+            try:
+                card = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"{candidate}: not a readable dataset card ({error})") from None
+            if not isinstance(card, dict):
+                raise ValueError(f"{candidate}: a dataset card should be a JSON object")
+            return card
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Locating the dataset inside what the user pointed at
 

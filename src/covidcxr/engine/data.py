@@ -6,6 +6,7 @@ as uint8 ``(N, 1, H, W)``: 21,165 images at 100×100 take 212 MB, at 224×224 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,8 +227,10 @@ def batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def augmentation(settings: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What the paper's Keras ImageDataGenerator did, with torchvision transforms v2: random
-    rotation, shift and zoom (one affine warp, black fill) and a horizontal flip."""
+    """Random augmentation of uint8 ``(1, H, W)`` images with torchvision transforms v2: what
+    the paper's Keras ImageDataGenerator did (rotation, shift and zoom as one affine warp with
+    black fill, a horizontal flip), then the photometric steps that ``settings`` turns on
+    (gamma, contrast, blur, JPEG re-encoding; see :class:`~covidcxr.config.AugmentConfig`)."""
     from torchvision.transforms import v2
 
     steps: list = [
@@ -240,7 +243,50 @@ def augmentation(settings: AugmentConfig) -> Callable[[torch.Tensor], torch.Tens
     ]
     if settings.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
+    if settings.gamma > 0:
+        steps.append(RandomGamma(settings.gamma))
+    if settings.contrast > 0:
+        steps.append(v2.ColorJitter(contrast=settings.contrast))
+    if settings.blur > 0:
+        kernel = 2 * math.ceil(2 * settings.blur) + 1
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, (0.1, settings.blur))], p=0.5))
+    if settings.jpeg > 0:
+        steps.append(v2.RandomApply([RandomJPEG(int(settings.jpeg))], p=0.5))
     return v2.Compose(steps)
+
+
+class RandomJPEG:
+    """Re-encode a uint8 ``(1, H, W)`` image as JPEG at a quality drawn from
+    ``[min_quality, 95]`` (Pillow, in memory), as copies of a dataset often were."""
+
+    def __init__(self, min_quality: int) -> None:
+        self.min_quality = max(1, min(95, min_quality))
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        import io
+
+        from PIL import Image
+
+        quality = int(torch.randint(self.min_quality, 96, ()))
+        buffer = io.BytesIO()
+        Image.fromarray(image[0].numpy()).save(buffer, format="JPEG", quality=quality)
+        buffer.seek(0)
+        decoded = np.asarray(Image.open(buffer).convert("L"))
+        return torch.from_numpy(decoded.copy()).unsqueeze(0)
+
+
+class RandomGamma:
+    """``x ** g`` on a uint8 image read as [0, 1], with ``g`` drawn log-uniformly from
+    ``[1 / (1 + strength), 1 + strength]`` (torch's random generator, so the dataset's
+    per-sample seeds decide it)."""
+
+    def __init__(self, strength: float) -> None:
+        self.log_range = math.log1p(strength)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        gamma = math.exp((2 * float(torch.rand(())) - 1) * self.log_range)
+        scaled = (image.float() / 255).pow(gamma)
+        return (scaled * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):

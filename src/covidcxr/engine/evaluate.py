@@ -66,7 +66,8 @@ def evaluate(
         raise ValueError(f"{data}: none of the {len(samples)} images could be read")
     images = torch.from_numpy(batch.array[keep]).unsqueeze(1)
     labels = torch.tensor([samples[i].label for i in keep], dtype=torch.int64)
-    probabilities = classifier.predict_prepared(images, progress=progress_factory("Predicting"))
+    analysis = classifier.analyse_prepared(images, progress=progress_factory("Predicting"))
+    probabilities = analysis.probabilities
     scores = classification_metrics(probabilities, labels, names)
     from covidcxr.evaluation.bootstrap import bootstrap_intervals
     from covidcxr.evaluation.calibration import expected_calibration_error
@@ -86,6 +87,7 @@ def evaluate(
         "test_intervals": intervals,
         "test_ece": ece,
         "temperature": classifier.card.temperature,
+        "unfamiliar": None if analysis.unfamiliar is None else int(analysis.unfamiliar.sum()),
         "unreadable": [{"path": str(p), "reason": r} for p, r in batch.failures],
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")

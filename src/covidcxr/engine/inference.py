@@ -105,22 +105,17 @@ def predict_logits(
     return map_network(network, network, images, mean, std, batch_size, progress)
 
 
-def predict_probabilities(
-    network: nn.Module,
-    images: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    batch_size: int = 64,
-    temperature: float = 1.0,
-    progress: Callable[[int, int], None] | None = None,
+def network_outputs(
+    network: nn.Module, batch: torch.Tensor, temperature: float, features: bool = True
 ) -> torch.Tensor:
-    """Softmax probabilities ``(N, C)`` of uint8 images ``(N, 1, H, W)``; the network is put in
-    eval mode. ``temperature`` divides the logits (1.0: uncalibrated)."""
-
-    def probabilities(batch: torch.Tensor) -> torch.Tensor:
+    """``(B, D + C)``: a classifier's trunk features ``forward_features`` and its
+    temperature-scaled softmax, from one pass over a normalised batch ``(B, 3, S, S)``; with
+    ``features=False`` the softmax ``(B, C)`` alone (any network mapping images to logits)."""
+    if not features:
         return torch.softmax(network(batch) / temperature, dim=1)
-
-    return map_network(network, probabilities, images, mean, std, batch_size, progress)
+    trunk = network.forward_features(batch)
+    probabilities = torch.softmax(network.forward_head(trunk) / temperature, dim=1)
+    return torch.cat([trunk.flatten(1), probabilities], dim=1)
 
 
 def extract_features(

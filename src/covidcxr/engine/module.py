@@ -21,6 +21,9 @@ from torch import nn
 
 from covidcxr.engine.inference import normalise
 
+FINE_TUNE_LR_SCALE = 0.1
+"""Learning rate of fine-tuned pretrained trunk parts, relative to the head's."""
+
 
 def reduce_totals(module: pl.LightningModule, totals: torch.Tensor) -> dict[str, float]:
     """(loss sum, score sum, images) summed over processes → mean loss, mean score, images."""
@@ -29,6 +32,27 @@ def reduce_totals(module: pl.LightningModule, totals: torch.Tensor) -> dict[str,
     )
     count_safe = max(count, 1.0)
     return {"loss": loss_sum / count_safe, "score": score_sum / count_safe, "images": count}
+
+
+def with_schedule(optimizer: torch.optim.Optimizer, schedule: str) -> object:
+    """What ``configure_optimizers`` returns for ``schedule`` (see
+    :data:`covidcxr.config.LR_SCHEDULES`): the optimizer alone, or with a plateau scheduler
+    that Lightning steps on ``val_loss`` after every validation (its state is checkpointed)."""
+    if schedule == "none":
+        return optimizer
+    if schedule != "plateau":
+        raise ValueError(f"lr_schedule should be 'none' or 'plateau', got {schedule!r}")
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+    )
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"},
+    }
+
+
+PLATEAU_FACTOR = 0.2
+PLATEAU_PATIENCE = 2
 
 
 class ClassifierModule(pl.LightningModule):
@@ -47,8 +71,10 @@ class ClassifierModule(pl.LightningModule):
         inputs: str = "images",
         class_weights: torch.Tensor | None = None,
         channels_last: bool = False,
+        lr_schedule: str | None = "none",
     ) -> None:
         super().__init__()
+        self.lr_schedule = lr_schedule or "none"
         if inputs not in ("images", "features"):
             raise ValueError(f"inputs should be 'images' or 'features', got {inputs!r}")
         self.network = network
@@ -102,5 +128,15 @@ class ClassifierModule(pl.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.learning_rate)
+        """Adam; pretrained trunk parts being fine-tuned learn at a tenth of the rate of the
+        new head, so the first epochs' large head gradients do not wash out what they know."""
+        pretrained = bool(getattr(getattr(self.network, "spec", None), "frozen_trunk", False))
+        trunk, rest = [], []
+        for name, parameter in self.network.named_parameters():
+            if parameter.requires_grad:
+                (trunk if pretrained and name.startswith("trunk.") else rest).append(parameter)
+        groups = [{"params": rest, "lr": self.learning_rate}]
+        if trunk:
+            groups.append({"params": trunk, "lr": self.learning_rate * FINE_TUNE_LR_SCALE})
+        optimizer = torch.optim.Adam(groups, lr=self.learning_rate)
+        return with_schedule(optimizer, self.lr_schedule)

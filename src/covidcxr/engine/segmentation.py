@@ -32,10 +32,12 @@ class SegmentationModule(pl.LightningModule):
         learning_rate: float,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        lr_schedule: str | None = "none",
     ) -> None:
         super().__init__()
         from monai.losses import DiceCELoss
 
+        self.lr_schedule = lr_schedule or "none"
         self.network = network
         self.learning_rate = learning_rate
         self.mean, self.std = tuple(mean), tuple(std)
@@ -73,8 +75,11 @@ class SegmentationModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_index: int) -> None:
         self._step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+    def configure_optimizers(self) -> object:
+        from covidcxr.engine.module import with_schedule
+
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.learning_rate)
+        return with_schedule(optimizer, self.lr_schedule)
 
 
 def hard_dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -87,10 +92,17 @@ def hard_dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class SegmentationDataset(Dataset):
     """Batches ``{"image": uint8 (B, 1, H, W), "mask": uint8 (B, 1, H, W), "index"}``; with
-    ``flip`` a random half of each batch is mirrored left-right (image and mask together)."""
+    ``flip`` a random half of each batch is mirrored left-right (image and mask together), and
+    with ``augment`` each image is also warped and re-exposed (:func:`augment_pairs`)."""
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor, flip: bool = False) -> None:
-        self.images, self.masks, self.flip = images, masks, flip
+    def __init__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        flip: bool = False,
+        augment: bool = False,
+    ) -> None:
+        self.images, self.masks, self.flip, self.augment = images, masks, flip, augment
 
     def __len__(self) -> int:
         return len(self.images)
@@ -108,7 +120,57 @@ class SegmentationDataset(Dataset):
             flips = torch.tensor([(seed or 0) % 2 == 1 for _, seed in pairs])
             images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
             masks = torch.where(flips.view(-1, 1, 1, 1), masks.flip(-1), masks)
+        if self.augment:
+            images, masks = augment_pairs(images, masks, [seed or 0 for _, seed in pairs])
         return {"image": images, "mask": masks, "index": index}
+
+
+# Ranges of augment_pairs. The database's lung masks are all paediatric films (Viral
+# Pneumonia), which show more of the body around smaller lungs than adult films; zooming in
+# up to 1.4x, turning and shifting them, and redrawing their exposure makes a model trained
+# on them outline adult lungs too (measured on the real sample's adult films: see README).
+SEG_ZOOM = (0.85, 1.4)
+SEG_ROTATION = 12.0
+SEG_SHIFT = 0.08
+SEG_GAMMA = (0.6, 1.6)
+SEG_CONTRAST = (0.75, 1.25)
+
+
+def augment_pairs(
+    images: torch.Tensor, masks: torch.Tensor, seeds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp each image and its mask alike (zoom, rotation, shift: one affine map; bilinear for
+    the image, nearest for the mask, black outside) and redraw the image's exposure (gamma,
+    contrast). uint8 (B, 1, H, W) in and out; every draw comes from the sample's seed, so a
+    resumed run augments exactly as an uninterrupted one."""
+    import math
+
+    import torch.nn.functional as F
+
+    count = len(seeds)
+    draws = torch.empty((count, 6), dtype=torch.float64)
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(int(seed) % (2**63))
+        draws[row] = torch.rand(6, generator=generator, dtype=torch.float64)
+    zoom = SEG_ZOOM[0] + (SEG_ZOOM[1] - SEG_ZOOM[0]) * draws[:, 0]
+    angle = torch.deg2rad((2 * draws[:, 1] - 1) * SEG_ROTATION)
+    shift = (2 * draws[:, 2:4] - 1) * SEG_SHIFT * 2  # grid coordinates span 2
+    low, high = math.log(SEG_GAMMA[0]), math.log(SEG_GAMMA[1])
+    gamma = torch.exp(low + (high - low) * draws[:, 4])
+    contrast = SEG_CONTRAST[0] + (SEG_CONTRAST[1] - SEG_CONTRAST[0]) * draws[:, 5]
+    # output -> input sampling map: rotate by angle and shrink by zoom (zoom > 1 magnifies)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    ).float()
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images.float() / 255, grid, mode="bilinear", align_corners=False)
+    warped_masks = F.grid_sample(masks.float(), grid, mode="nearest", align_corners=False)
+    exposed = warped.clamp(0, 1).pow(gamma.float().view(-1, 1, 1, 1))
+    mean = exposed.mean(dim=(1, 2, 3), keepdim=True)
+    exposed = ((exposed - mean) * contrast.float().view(-1, 1, 1, 1) + mean).clamp(0, 1)
+    out_images = (exposed * 255).round().to(torch.uint8)
+    return out_images, (warped_masks > 0.5).to(masks.dtype)
 
 
 def predict_probabilities(
@@ -174,7 +236,11 @@ def setup_segmentation(config, spec, run_dir, progress_factory, log):
     torch.manual_seed(config.seed)
     network = create_model(config.model, weights=None)
     module = SegmentationModule(
-        network, learning_rate=config.learning_rate, mean=spec.mean, std=spec.std
+        network,
+        learning_rate=config.learning_rate,
+        mean=spec.mean,
+        std=spec.std,
+        lr_schedule=config.lr_schedule,
     )
     train, val = data.splits["train"], data.splits["val"]
     common = {
@@ -185,7 +251,9 @@ def setup_segmentation(config, spec, run_dir, progress_factory, log):
     }
     loaders = (
         DataLoader(
-            SegmentationDataset(train.images, train.masks, flip=config.augment),
+            SegmentationDataset(
+                train.images, train.masks, flip=config.augment, augment=config.augment
+            ),
             sampler=EpochShuffleSampler(len(train), config.seed),
             **common,
         ),
@@ -250,12 +318,19 @@ def _finish(config, spec, network, data, rows, run_dir) -> dict[str, Any]:
         "train_images_per_second": speeds[len(speeds) // 2] if speeds else None,
         "unreadable": [{"path": str(p), "reason": r} for p, r in data.unreadable],
     }
+    from covidcxr.engine.train import training_data_record
+
     card = ModelCard.from_spec(
         spec,
         ["lung"],
         postprocess=config.postprocess,
         config=config.to_dict(),
-        metrics={k: metrics[k] for k in ("test_dice", "test_iou", "test_hd95", "best_epoch")},
+        metrics={
+            k: metrics[k]
+            for k in ("test_dice", "test_iou", "test_hd95", "best_epoch", "epochs_run")
+        },
+        name=run_dir.resolve().name,
+        training_data=training_data_record(config, data),
     )
     save_classifier(run_dir / "model", network, card)
     return metrics

@@ -114,7 +114,7 @@ def train(
     )
     history = EpochHistory(run_dir / "history.csv", score=job.module.score_name)
     all_callbacks = [
-        EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+        EarlyStopping(monitor="val_loss", mode="min", patience=int(config.patience)),
         checkpoint,
         EpochSeeding(config.seed),
         history,
@@ -188,10 +188,15 @@ def setup_classification(
     torch.manual_seed(config.seed)  # the new head's initial weights depend on the seed only
     weights = None if config.weights == NO_WEIGHTS else config.weights
     network = create_model(config.model, num_classes=config.num_classes, weights=weights)
+    if config.fine_tune:
+        tuned = network.fine_tune(config.fine_tune)
+        log(f"Fine-tuning the trunk's last {config.fine_tune} parts: {', '.join(tuned)}")
     channels_last = spec.input_size >= 64  # faster convolutions and pooling on CPU
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
-    use_features = spec.frozen_trunk and not config.augment and config.feature_cache
+    use_features = (
+        spec.frozen_trunk and not config.fine_tune and not config.augment and config.feature_cache
+    )
     loaders, features = _loaders(config, spec, network, data, use_features, progress_factory)
     module = ClassifierModule(
         network,
@@ -200,6 +205,7 @@ def setup_classification(
         std=spec.std,
         inputs="features" if use_features else "images",
         class_weights=_class_weights(config, data),
+        lr_schedule=config.lr_schedule,
         channels_last=channels_last,
     )
 
@@ -207,7 +213,8 @@ def setup_classification(
         metrics = _evaluate_run(config, spec, network, data, features, rows)
         metrics["unreadable"] = [{"path": str(p), "reason": r} for p, r in data.unreadable]
         logits = metrics.pop("_logits")
-        _write_outputs(run_dir, config, spec, network, data, metrics)
+        reference = _fit_reference(config, spec, network, data, features, progress_factory)
+        _write_outputs(run_dir, config, spec, network, data, metrics, reference)
         _plot_calibration(run_dir, data, logits, metrics["calibration"]["temperature"])
         return metrics
 
@@ -335,10 +342,70 @@ def _evaluate_run(config, spec, network, data, features, rows) -> dict[str, Any]
     }
 
 
-def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
+def _fit_reference(config, spec, network, data, features, progress_factory: ProgressFactory):
+    """The out-of-distribution reference (:mod:`covidcxr.ood`): the restored network's trunk
+    features and the images of the training split, thresholded on the validation split."""
+    from covidcxr.engine.inference import extract_features
+    from covidcxr.ood import fit_reference
+
+    def split_features(name: str) -> torch.Tensor:
+        if name in features:
+            return features[name]
+        progress = progress_factory(f"Feature reference ({name})")
+        images = data.splits[name].images
+        return extract_features(network, images, spec.mean, spec.std, config.batch_size, progress)
+
+    return fit_reference(
+        split_features("train").numpy(),
+        split_features("val").numpy(),
+        data.splits["train"].images,
+        data.splits["val"].images,
+    )
+
+
+def training_data_record(config: TrainConfig, data) -> dict[str, Any]:
+    """What the card says the model has seen: the dataset's own card (sources, exclusions,
+    synthetic or not), where it was read, and the class counts of each split."""
+    from covidcxr.data.layouts import dataset_card, discover
+
+    root = discover(config.data, config.num_classes).root
+    card = dataset_card(root) or {}
+    record: dict[str, Any] = {
+        key: card[key]
+        for key in ("name", "synthetic", "sources", "licence", "excluded_counts", "generator")
+        if key in card
+    }
+    record.setdefault("name", root.name)
+    record.setdefault("synthetic", False)  # phantoms always write a dataset card that says so
+    record["root"] = str(root)
+    given = config.split is not None  # the user's own split CSV: its method is theirs
+    record["split"] = {
+        "file": SPLIT_RECORD,
+        "method": (
+            f"given ({Path(config.split).name})"
+            if given
+            else "stratified by class, near-duplicate groups kept whole"
+        ),
+        "seed": None if given else config.seed,
+        "counts": {
+            name: {
+                class_name: int((split.labels == label).sum())
+                for label, class_name in enumerate(data.class_names)
+            }
+            for name, split in data.splits.items()
+        },
+    }
+    return record
+
+
+SPLIT_RECORD = "splits.csv (in the run folder)"
+
+
+def _write_outputs(run_dir, config, spec, network, data, metrics, reference=None) -> Path:
     from covidcxr.artifact import ModelCard, save_classifier
     from covidcxr.evaluation.metrics import confusion_matrix_csv
     from covidcxr.evaluation.plots import plot_confusion_matrix
+    from covidcxr.ood import OOD_FILE
 
     names = list(data.class_names)
     if metrics["test"] is not None:
@@ -350,18 +417,42 @@ def _write_outputs(run_dir, config, spec, network, data, metrics) -> Path:
         spec,
         names,
         config=config.to_dict(),
-        metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy", "best_epoch")},
+        metrics=card_metrics(metrics),
         temperature=float(metrics["calibration"]["temperature"]),
         lungs={
             "mode": config.lungs,
             "margin": config.lung_margin,
             "masks": "segmenter" if config.seg_model else "dataset",
         },
+        name=run_dir.resolve().name,
+        training_data=training_data_record(config, data),
+        ood={} if reference is None else reference.summary(),
     )
     model_dir = save_classifier(run_dir / "model", network, card)
+    if reference is not None:
+        reference.save(model_dir / OOD_FILE)
     if config.lungs != "none" and config.seg_model is not None:
         _bundle_segmenter(config.seg_model, model_dir)
     return model_dir
+
+
+def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's metrics a model card carries: accuracies, per-class recall and
+    specificity on the test split, and their bootstrap 95 % intervals."""
+    kept = {
+        k: metrics.get(k) for k in ("test_accuracy", "val_accuracy", "best_epoch", "epochs_run")
+    }
+    test = metrics.get("test")
+    if test:
+        kept["test_images"] = test["num_samples"]
+        kept["test_per_class"] = {
+            name: {key: scores[key] for key in ("recall", "specificity", "precision")}
+            for name, scores in test["per_class"].items()
+        }
+        kept["test_macro_f1"] = test.get("macro_f1")
+    if metrics.get("test_intervals"):
+        kept["test_intervals"] = metrics["test_intervals"]
+    return kept
 
 
 def _plot_calibration(run_dir: Path, data, logits: dict, temperature: float) -> None:

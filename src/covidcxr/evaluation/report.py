@@ -98,7 +98,8 @@ def build_report(
         ]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_render(run_dir, metrics, sections), encoding="utf-8")
+    warnings = classifier.card.warnings()
+    out.write_text(_render(run_dir, metrics, sections, warnings), encoding="utf-8")
     return ReportResult(out, sections, extra)
 
 
@@ -431,7 +432,9 @@ def _leakage_section(test: _TestSet, workers, extra) -> Section:
 # HTML
 
 
-def _render(run_dir: Path, metrics, sections: Sequence[Section]) -> str:
+def _render(
+    run_dir: Path, metrics, sections: Sequence[Section], warnings: Sequence[str] = ()
+) -> str:
     title = f"covidcxr report: {metrics['model']} ({run_dir.name})"
     parts = [
         "<!DOCTYPE html>",
@@ -439,6 +442,7 @@ def _render(run_dir: Path, metrics, sections: Sequence[Section]) -> str:
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *[f'<p class="notice warning">{html.escape(message)}</p>' for message in warnings],
         '<p class="notice">A research tool, not a diagnostic device: these results describe '
         "a model on a dataset, not a patient.</p>",
         "<nav>"
@@ -458,6 +462,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
     "color:#222}h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}"
     ".notice{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}"
+    ".warning{font-weight:600;border-left-color:#c0392b}"
     ".finding{font-size:1.05em;background:#eef4fb;border-left:4px solid #4c72b0;padding:.5em 1em}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
     "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"

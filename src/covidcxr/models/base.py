@@ -53,6 +53,25 @@ class ClassifierNetwork(nn.Module):
             self.trunk.requires_grad_(False)
             self.trunk.eval()
 
+    def fine_tune(self, stages: int) -> list[str]:
+        """Make the last ``stages`` of the frozen trunk's parts (``spec.stages``) trainable;
+        returns their names. The trunk stays in eval mode, so its BatchNorm statistics keep
+        their ImageNet values (a small dataset's batches would only make them noisier): only
+        weights and affine parameters learn. ``stages=0`` refreezes the whole trunk."""
+        if not self.spec.frozen_trunk:
+            raise ValueError(f"{self.spec.name!r} trains its whole trunk already; no fine-tune")
+        parts = self.spec.stages
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(parts):
+            raise ValueError(
+                f"{self.spec.name!r}: fine_tune should be between 0 and {len(parts)} (the parts "
+                f"of its trunk), got {stages!r}"
+            )
+        self.trunk.requires_grad_(False)
+        names = [name for part in parts[len(parts) - stages :] for name in part]
+        for name in names:
+            self.trunk.get_submodule(name).requires_grad_(True)
+        return names
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) normalised images -> (B, D) pooled, flattened trunk features."""
         return self.trunk(images)

@@ -58,13 +58,19 @@ class ModelSpec:
             False for segmentation networks, which have no head).
         default_weights: what ``create_model`` loads when no ``weights`` is given:
             ``"imagenet"`` or None (random initialisation).
-        defaults: the paper's training defaults for this model: ``max_epochs``,
-            ``fractions`` (train, val, test), ``batch_size``, ``learning_rate``.
+        defaults: the training defaults for this model: ``max_epochs``, ``fractions``
+            (train, val, test), ``batch_size``, ``learning_rate``, ``patience`` (early
+            stopping), ``lr_schedule``.
+        presets: named sets of settings laid over ``defaults`` (``--preset NAME``); ``paper``
+            is the paper's own protocol where it differs from covidcxr's defaults.
         description: one line for ``covidcxr models`` listings.
         test_only: tiny networks for fast tests, hidden from ``list_models()`` by default.
         task: ``"classification"`` (a :class:`ClassifierNetwork`: (B, C, S, S) images ->
             (B, num_classes) logits) or ``"segmentation"`` (a ``SegmentationNetwork``: (B, C,
             H, W) images -> (B, 1, H, W) mask logits).
+        stages: the frozen trunk's parts in forward order, each a tuple of submodule names
+            relative to the trunk; ``--fine-tune N`` trains the last N (empty: the model
+            cannot be fine-tuned).
 
     Raises:
         ValueError: ``task`` is not one of :data:`TASKS`, or ``mean`` / ``std`` do not have
@@ -83,6 +89,8 @@ class ModelSpec:
     description: str
     test_only: bool = False
     task: str = "classification"
+    stages: tuple[tuple[str, ...], ...] = ()
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -96,6 +104,8 @@ class ModelSpec:
             )
         # A read-only view, so that a frozen spec cannot be changed through its defaults.
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        presets = {name: MappingProxyType(dict(values)) for name, values in self.presets.items()}
+        object.__setattr__(self, "presets", MappingProxyType(presets))
 
 
 class _SpecDefault(enum.Enum):

@@ -42,7 +42,11 @@ _PAPER_TRANSFER_DEFAULTS = {
     "fractions": (0.75, 0.125, 0.125),
     "batch_size": 64,
     "learning_rate": 1e-3,
+    "patience": 3,
+    "lr_schedule": "none",
 }
+"""The paper's VGG16 protocol, the default of every transfer model (``--preset paper`` names
+it too)."""
 
 
 def paper_head(num_features: int, num_classes: int) -> nn.Sequential:
@@ -181,6 +185,7 @@ def _transfer_spec(name: str, target_layer: str, description: str, **overrides) 
         "frozen_trunk": True,
         "default_weights": "imagenet",
         "defaults": _PAPER_TRANSFER_DEFAULTS,
+        "presets": {"paper": {}},
         "description": description,
     }
     return ModelSpec(**{**fields, **overrides})
@@ -234,6 +239,7 @@ def _build_densenet121(
         "resnet50",
         "trunk.layer4",
         "frozen ImageNet ResNet-50 (V1 weights) + the paper's head (4.1 GMACs)",
+        stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
     )
 )
 def _build_resnet50(
@@ -258,6 +264,11 @@ def _build_resnet50(
         "offline) + the paper's head (0.4 GMACs); input in [-1, 1]",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
+        stages=(
+            ("conv_stem", "bn1"),
+            *((f"blocks.{index}",) for index in range(7)),
+            ("conv_head", "bn2"),
+        ),
     )
 )
 def _build_efficientnet_lite0(

@@ -40,6 +40,8 @@ _UNET_DEFAULTS = {
     "fractions": (0.7, 0.1, 0.2),
     "batch_size": 8,
     "learning_rate": 1e-3,
+    "patience": 3,
+    "lr_schedule": "none",
 }
 
 

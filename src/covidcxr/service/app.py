@@ -34,11 +34,12 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from covidcxr.artifact import NOTICE
 from covidcxr.service.uploads import UploadError, read_upload
 
-NOTICE = (
-    "Research tool, not a diagnostic device: covidcxr has not been validated for clinical use. "
-    "Its output must not guide the diagnosis or treatment of any patient."
+UNFAMILIAR = (
+    "This film is unlike the ones the model was trained on (out-of-distribution check): its "
+    "answer is likely meaningless. Is it a frontal chest X-ray?"
 )
 
 #: DICOM attributes the service may return: none of them identifies a patient.
@@ -133,7 +134,12 @@ class Analyser:
 
     def card(self) -> dict[str, Any]:
         card = asdict(self.classifier.card)
-        card["segmenter"] = None if self.segmenter is None else self.segmenter.card.model
+        card["segmenter"] = (
+            None
+            if self.segmenter is None
+            else self.segmenter.card.name or (self.segmenter.card.model)
+        )
+        card["warnings"] = self.classifier.card.warnings()
         return card
 
     def analyse(
@@ -172,20 +178,21 @@ class Analyser:
         # The networks run under the lock (Grad-CAM hooks into them, and one forward pass at a
         # time keeps all cores for it); resizing a plain model's input happens outside it.
         prepared = None
-        if not heatmap and self.classifier.lung_mode == "none":
+        if self.classifier.lung_mode == "none":
             prepared = self.classifier.prepare([image])
         if not self.lock.acquire(timeout=_remaining(deadline)):
             raise _too_slow()
         try:
+            if prepared is None:  # lung focusing runs the segmenter: inside the lock
+                prepared = self.classifier.prepare([image])
+            analysis = self.classifier.analyse_prepared(prepared)
             if heatmap:
                 from covidcxr.explain import saliency_maps
 
-                maps, probabilities = saliency_maps(self.classifier, [image])
+                if _expired(deadline):
+                    raise _too_slow()
+                maps, _ = saliency_maps(self.classifier, [image])
                 saliency = maps[0]
-            elif prepared is not None:
-                probabilities = self.classifier.predict_prepared(prepared)
-            else:
-                probabilities = self.classifier.predict_proba([image])
             if lungs and self.segmenter is not None:
                 if _expired(deadline):
                     raise _too_slow()
@@ -194,10 +201,12 @@ class Analyser:
             self.lock.release()
         if _expired(deadline):
             raise _too_slow()
-        row = probabilities[0]
+        row = analysis.probabilities[0]
         best = int(np.argmax(row))
+        unfamiliar = None if analysis.unfamiliar is None else bool(analysis.unfamiliar[0])
+        warnings = card.warnings() + ([UNFAMILIAR] if unfamiliar else [])
         result: dict[str, Any] = {
-            "model": card.model,
+            "model": card.name or card.model,
             "predicted": card.class_names[best],
             "confidence": float(row[best]),
             "probabilities": {
@@ -215,6 +224,10 @@ class Analyser:
             "lung_mask_png": None,
             "lung_fraction": None,
             "lungs_available": self.segmenter is not None,
+            "unfamiliar": unfamiliar,
+            "ood_score": None if unfamiliar is None else float(analysis.ood_scores[0]),
+            "ood_threshold": analysis.ood_threshold,
+            "warnings": warnings,
             "notice": NOTICE,
         }
         if saliency is not None or mask is not None:
@@ -268,7 +281,8 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness: the service is up and which model it serves."""
-        return {"status": "ok", "model": analyser.classifier.card.model, "version": __version__}
+        card = analyser.classifier.card
+        return {"status": "ok", "model": card.name or card.model, "version": __version__}
 
     @app.get("/model")
     async def model_card() -> dict[str, Any]:
@@ -321,20 +335,36 @@ def create_app(
 
 
 def serve(
-    model: str | Path,
+    model: str | Path | None = None,
     seg_model: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServiceSettings | None = None,
 ) -> None:
-    """Run the service with uvicorn until interrupted."""
+    """Run the service with uvicorn until interrupted; with no ``model``, the best shipped
+    classifier with the shipped lung model (:mod:`covidcxr.zoo`)."""
     import uvicorn
 
     from covidcxr.engine.perf import tune_allocator
 
     tune_allocator()
+    model, seg_model = default_models(model, seg_model)
     app = create_app(model, seg_model, settings)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+
+
+def default_models(
+    model: str | Path | None, seg_model: str | Path | None
+) -> tuple[str | Path, str | Path | None]:
+    """``(model, seg_model)`` with the shipped defaults filled in when ``model`` is None."""
+    from covidcxr import zoo
+
+    if model is not None:
+        return model, seg_model
+    classifier = zoo.default_model("classification")
+    if classifier is None:
+        raise ValueError("no pretrained classifier ships with this installation; name a model")
+    return classifier, seg_model if seg_model is not None else zoo.default_model("segmentation")
 
 
 def _remaining(deadline: float | None) -> float:

@@ -166,7 +166,7 @@ def exclude_twins(plans: list[Plan], reference: Path, workers: int | None) -> li
     scan = scan_images(samples, workers=workers)
     if scan.failures:
         raise SystemExit(f"unreadable images: {scan.failures[:5]}")
-    groups = group_near_duplicates(scan.hashes, signatures=scan.signatures)
+    groups = group_near_duplicates(scan.hashes, signatures=scan.signatures, twins=scan.twins)
     reference_groups = {int(g): references[i].path for i, g in enumerate(groups[: len(references)])}
     pairs, dropped = [], set()
     for offset, (plan, entry) in enumerate(planned):

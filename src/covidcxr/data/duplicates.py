@@ -129,12 +129,18 @@ def group_near_duplicates(
     max_distance: int = DEFAULT_MAX_DISTANCE,
     signatures: np.ndarray | None = None,
     min_correlation: float = MIN_DETAIL_CORRELATION,
+    twins: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group images whose hashes differ in at most ``max_distance`` bits.
 
     ``hashes`` is a ``uint64`` array (N, words), one :func:`perceptual_hash` per row. With
     ``signatures`` (N, SIGNATURE_SIZE²) int8 from :func:`detail_signature`, a pair within
     ``max_distance`` is linked only if its signatures correlate at least ``min_correlation``.
+    With ``twins`` (N, 64, 64) uint8 from :func:`covidcxr.data.twins.twin_thumbnail`, the
+    re-exports the hash misses (crops, borders, burnt-in text) are linked too, by
+    :func:`covidcxr.data.twins.find_twins`, comparing only images of the same ``blocks`` label
+    (N,; e.g. the class: None compares all).
     Linked pairs form connected components and each component is a group, so duplicates
     chain (A~B and B~C puts A, B, C together). Returns ``int64`` group ids (N,), numbered
     0..G-1 in order of first appearance. All N²/2 pairs are compared exactly, in blocks of
@@ -178,6 +184,13 @@ def group_near_duplicates(
         first, second = _block_edges(by_word, start, stop, int(max_distance))
         if signatures is not None:
             first, second = _confirmed(signatures, first, second, min_correlation)
+        labels = _merge(labels, first, second)
+    if twins is not None:
+        from covidcxr.data.twins import find_twins
+
+        if len(twins) != count:
+            raise ValueError(f"twins should have {count} rows, one per hash, got {len(twins)}")
+        first, second, _ = find_twins(twins, blocks)
         labels = _merge(labels, first, second)
     return _number_by_first_appearance(labels)
 

@@ -123,7 +123,10 @@ def _summarise(index: DatasetIndex, scan: ImageScan, duplicates: bool) -> Inspec
 
         readable = np.flatnonzero(scan.ok)
         group_ids = group_near_duplicates(
-            scan.hashes[readable], signatures=scan.signatures[readable]
+            scan.hashes[readable],
+            signatures=scan.signatures[readable],
+            twins=scan.twins[readable],
+            blocks=np.array([samples[i].label for i in readable]),
         )
         for members in duplicate_groups(group_ids):
             originals = [samples[readable[m]] for m in members]

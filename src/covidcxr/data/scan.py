@@ -30,7 +30,8 @@ class ImageScan:
     ``ok[i]`` is False where the image could not be read; its ``infos[i]`` is None and its hash
     and histogram rows are zero. ``histograms`` (N, HISTOGRAM_BINS) hold the fraction of pixels
     per intensity bin over [0, 1]; ``hashes`` (N, words) are uint64 perceptual hashes and
-    ``signatures`` (N, 4096) their int8 detail signatures (see :mod:`covidcxr.data.duplicates`).
+    ``signatures`` (N, 4096) their int8 detail signatures (see :mod:`covidcxr.data.duplicates`),
+    ``twins`` (N, 64, 64) their uint8 twin thumbnails (see :mod:`covidcxr.data.twins`).
     ``failures`` lists ``(path, reason)`` for unreadable images and masks.
     """
 
@@ -40,6 +41,7 @@ class ImageScan:
     histograms: np.ndarray
     hashes: np.ndarray
     signatures: np.ndarray
+    twins: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
     thumbnails: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -104,7 +106,7 @@ def scan_images(
         hashes=np.zeros((count, 0), dtype=np.uint64),
         signatures=np.zeros((count, 0), dtype=np.int8),
     )
-    hash_rows: list[tuple[np.ndarray, np.ndarray] | None] = [None] * count
+    hash_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * count
     for index, result in enumerate(parallel_map(_scan_one, jobs, workers, progress)):
         if result["error"] is not None:
             scan.failures.append((samples[index].path, result["error"]))
@@ -122,9 +124,10 @@ def scan_images(
     if hashes and present:
         scan.hashes = np.zeros((count, present[0][0].size), dtype=np.uint64)
         scan.signatures = np.zeros((count, present[0][1].size), dtype=np.int8)
+        scan.twins = np.zeros((count, *present[0][2].shape), dtype=np.uint8)
         for index, row in enumerate(hash_rows):
             if row is not None:
-                scan.hashes[index], scan.signatures[index] = row
+                scan.hashes[index], scan.signatures[index], scan.twins[index] = row
     return scan
 
 
@@ -150,8 +153,13 @@ def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
         result["histogram"] = (counts / max(1, image.size)).astype(np.float32)
         if want_hash:
             from covidcxr.data.duplicates import detail_signature, perceptual_hash
+            from covidcxr.data.twins import twin_thumbnail
 
-            result["hash"] = (perceptual_hash(image), detail_signature(image))
+            result["hash"] = (
+                perceptual_hash(image),
+                detail_signature(image),
+                twin_thumbnail(image),
+            )
         if want_thumbnail:
             from covidcxr.data.transforms import resize_image
 

@@ -382,7 +382,12 @@ def split_dataset(
     scan = scan_images(index.samples, workers=workers, progress=progress)
     readable = [s for s, ok in zip(index.samples, scan.ok, strict=True) if ok]
     duplicate_ids = (
-        group_near_duplicates(scan.hashes[scan.ok], signatures=scan.signatures[scan.ok])
+        group_near_duplicates(
+            scan.hashes[scan.ok],
+            signatures=scan.signatures[scan.ok],
+            twins=scan.twins[scan.ok],
+            blocks=np.array([s.label for s in readable]),
+        )
         if readable
         else np.zeros(0, dtype=np.int64)
     )

@@ -444,7 +444,12 @@ def duplicate_leakage(
     readable = np.flatnonzero(scan.ok)
     groups: list[list[int]] = []
     if readable.size:
-        ids = group_near_duplicates(scan.hashes[readable], signatures=scan.signatures[readable])
+        ids = group_near_duplicates(
+            scan.hashes[readable],
+            signatures=scan.signatures[readable],
+            twins=scan.twins[readable],
+            blocks=np.array([samples[i].label for i in readable]),
+        )
         groups = [readable[members].tolist() for members in duplicate_groups(ids)]
     straddling = [g for g in groups if len({split_names[i] for i in g}) > 1]
     involved = sum(len(g) for g in straddling)

@@ -89,6 +89,51 @@ def test_report_with_data_has_every_section_and_the_run_numbers(
     # the probes ran on the test split and said something about them
     assert result.data["probes"]["lungs_removed"]["num_images"] == metrics["test"]["num_samples"]
     assert result.data["leakage"]["finding"]
+    # Grad-CAM beside its even-spread baseline, counts explained, one verdict, ROC, provenance
+    assert "Grad-CAM was computed for" in text
+    fractions = result.data["lung_fractions"]  # None when this tiny run's maps are all zero
+    if fractions is not None:
+        assert 0 < fractions["lung_area"] < 1 and "a map spread evenly" in text
+    assert result.data["verdict"]["evidence"]
+    assert set(result.data["roc_auc"]) == set(metrics["class_names"])
+    assert all(0 <= auc <= 1 for auc in result.data["roc_auc"].values())
+    provenance = result.data["provenance"]
+    assert provenance["synthetic"] is True and provenance["data"] == str(data)
+    assert f"covidcxr: {provenance['covidcxr']}" in text
+
+
+def test_the_verdict_reconciles_heatmaps_and_probes() -> None:
+    """The demo's contradiction: 22.65 % of the evidence in lungs covering 31 %, no accuracy
+    with the lungs blacked out, 96 % falling to 42 % with only the lungs: one conclusion."""
+    from covidcxr.evaluation.report import _verdict_section
+
+    chance = {"majority_rate": 1 / 3}
+    extra = {
+        "lung_fractions": {"overall": {"mean": 0.2265}, "lung_area": 0.31},
+        "probes": {
+            "lungs_removed": {"accuracy": 0.35, "chance": chance, "flag": False},
+            "lungs_only": {"accuracy": 0.42, "intact_accuracy": 0.96, "chance": chance},
+        },
+    }
+    section = _verdict_section(extra)
+    assert section.finding.startswith("It depends on the image outside the lungs")
+    assert "heatmaps favour the lungs little" in section.finding
+    assert "loses most of its accuracy" in section.finding
+    extra["lung_fractions"]["overall"]["mean"] = 0.8
+    extra["probes"]["lungs_only"]["accuracy"] = 0.93
+    assert _verdict_section(extra).finding.startswith("It looks mostly at the lungs")
+    assert "Not measured" in _verdict_section({}).finding
+
+
+def test_calibration_prose_says_when_no_temperature_was_fitted(tmp_path: Path) -> None:
+    from covidcxr.evaluation.report import _calibration_section
+
+    part = {"ece_before": 0.044, "ece_after": 0.044, "nll_before": 0.2, "nll_after": 0.2}
+    note = "the validation split does not pin the temperature down: kept T = 1"
+    metrics = {"calibration": {"temperature": 1.0, "val": part, "test": part, "note": note}}
+    finding = _calibration_section(tmp_path, metrics).finding
+    assert finding.startswith("No temperature was applied") and note in finding
+    assert "from 4.40 % to 4.40 %" not in finding
 
 
 def test_report_without_data_still_has_every_section(

@@ -214,6 +214,10 @@ def calibration_summary(
     }
 
 
+MIN_BIN_COUNT = 10
+"""Reliability bins holding fewer images are drawn hollow and labelled with their count."""
+
+
 def plot_reliability(
     probabilities_before: ArrayLike,
     probabilities_after: ArrayLike,
@@ -228,7 +232,8 @@ def plot_reliability(
     Upper panel: per bin, accuracy against mean confidence for both sets of probabilities, and
     the diagonal a calibrated model follows; the legend gives each ECE (computed with
     ``ece_bins`` bins, 15 as in :func:`calibration_summary`, so the numbers match
-    ``metrics.json``). Lower panel: how many samples fall in each of the ``bins`` confidence
+    ``metrics.json``); bins of fewer than :data:`MIN_BIN_COUNT` images are hollow, with their
+    count. Lower panel: how many samples fall in each of the ``bins`` confidence
     bins, before and after. Both probability arrays are (N, C) in [0, 1], ``labels`` (N,).
     """
     before, labels = _check_probabilities(probabilities_before, labels, "probabilities_before")
@@ -258,9 +263,27 @@ def plot_reliability(
             [row["confidence"] for row in filled],
             [row["accuracy"] for row in filled],
             color=colour,
-            marker="o",
             label=f"{label} (ECE {ece:.3f})",
         )
+        for row in filled:  # a bin of a few images says little: hollow and labelled
+            sparse = row["count"] < MIN_BIN_COUNT
+            curve_axes.plot(
+                row["confidence"],
+                row["accuracy"],
+                marker="o",
+                color=colour,
+                markerfacecolor="white" if sparse else colour,
+                alpha=0.5 if sparse else 1.0,
+            )
+            if sparse:
+                curve_axes.annotate(
+                    f"n={row['count']}",
+                    (row["confidence"], row["accuracy"]),
+                    textcoords="offset points",
+                    xytext=(4, -10 if side > 0 else 4),
+                    fontsize=7,
+                    color="grey",
+                )
         centres = np.array([(row["lower"] + row["upper"]) / 2 for row in table])
         count_axes.bar(
             centres + side * bar_width / 2,

@@ -347,8 +347,9 @@ def _lung_finding(
             )
         return (
             f"With the lungs blacked out the model scores {_percent(accuracy)} (chance "
-            f"{chance}), not clearly above chance: no sign that it relies on the image outside "
-            "the lungs."
+            f"{chance}), not clearly above chance: the image outside the lungs alone does not "
+            "let it classify (whether it needs that image as well is the lungs-only probe's "
+            "question)."
         )
     whole = f", whole images {_percent(intact)}" if intact is not None else ""
     if intact is not None and intact > majority_rate:

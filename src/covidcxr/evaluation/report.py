@@ -14,6 +14,7 @@ import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ SECTIONS = (
     ("explanations", "Where the model looks (Grad-CAM)"),
     ("sources", "Results per source"),
     ("probes", "Shortcut probes"),
+    ("verdict", "What this model looks at"),
+    ("roc", "ROC curves per class"),
     ("leakage", "Leakage between splits"),
 )
 GALLERY_PER_KIND = 2  # right and wrong examples per class
@@ -94,12 +97,16 @@ def build_report(
             _explanations_section(classifier, test, probabilities, extra),
             _sources_section(test, probabilities, names, extra),
             _probes_section(classifier, test, extra),
+            _verdict_section(extra),
+            _roc_section(probabilities, test.labels, names, extra),
             _leakage_section(test, workers, extra),
         ]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     warnings = classifier.card.warnings()
-    out.write_text(_render(run_dir, metrics, sections, warnings), encoding="utf-8")
+    provenance = _provenance(run_dir, data, classifier.card)
+    extra["provenance"] = provenance
+    out.write_text(_render(run_dir, metrics, sections, warnings, provenance), encoding="utf-8")
     return ReportResult(out, sections, extra)
 
 
@@ -265,12 +272,20 @@ def _calibration_section(run_dir: Path, metrics) -> Section:
     part = calibration.get("test") or calibration["val"]
     which = "test" if calibration.get("test") else "validation"
     temperature = calibration["temperature"]
-    finding = (
-        f"A temperature of {temperature:.2f}, fitted on the validation split, brings the expected "
-        f"calibration error on the {which} split from {_percent(part['ece_before'])} to "
-        f"{_percent(part['ece_after'])} (0 % would mean that a stated confidence of 90 % is right "
-        "90 % of the time); the saved model and `predict` use this temperature."
-    )
+    meaning = "(0 % would mean that a stated confidence of 90 % is right 90 % of the time)"
+    if calibration.get("note"):  # the fit ran to a bound and was not used
+        finding = (
+            f"No temperature was applied: {calibration['note']}. The probabilities are the "
+            f"network's own; their expected calibration error on the {which} split is "
+            f"{_percent(part['ece_before'])} {meaning}."
+        )
+    else:
+        finding = (
+            f"A temperature of {temperature:.2f}, fitted on the validation split, brings the "
+            f"expected calibration error on the {which} split from {_percent(part['ece_before'])}"
+            f" to {_percent(part['ece_after'])} {meaning}; the saved model and `predict` use "
+            "this temperature. Hollow points in the diagram are bins of fewer than 10 images."
+        )
     rows = [
         [
             name,
@@ -318,6 +333,7 @@ def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> S
         for i in sample
     ]
     measured = [(i, f) for i, f in zip(sample, fractions, strict=True) if f is not None]
+    areas = {i: float(np.mean(test.masks[i] > 0)) for i, _ in measured}
     summary = (
         summarise_lung_fractions(
             [f for _, f in measured],
@@ -328,7 +344,20 @@ def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> S
         if measured
         else None
     )
+    if summary is not None:  # what a map spread evenly would put inside the lungs
+        summary["lung_area"] = float(np.mean(list(areas.values())))
+        summary["lung_area_per_class"] = {
+            name: float(np.mean(v))
+            if (v := [a for i, a in areas.items() if test.labels[i] == c])
+            else None
+            for c, name in enumerate(names)
+        }
     extra["lung_fractions"] = summary
+    coverage = (
+        f"Grad-CAM was computed for {len(sample):,} of the {len(test.images):,} test images (an "
+        f"even sample of up to {SALIENCY_SAMPLE} plus the gallery); {len(measured):,} of them "
+        "have a lung mask, and the shares below are over those."
+    )
     tiles = []
     for index, caption in chosen:
         overlay = saliency_overlay(test.images[index], by_index[index], test.masks[index])
@@ -339,22 +368,31 @@ def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> S
     if summary is None:
         finding = (
             "Heatmaps show which parts of each image drove the prediction; the dataset has no "
-            "lung masks, so their share inside the lungs is not measured."
+            "lung masks, so their share inside the lungs is not measured. " + coverage
         )
         body = []
     else:
+        share, area = summary["overall"]["mean"], summary["lung_area"]
         finding = (
-            f"On average {_percent(summary['overall']['mean'])} of the highlighted evidence lies "
-            "inside the lungs; the rest comes from outside them (shoulders, text, borders, "
-            "devices)."
+            f"On average {_percent(share)} of the highlighted evidence lies inside the lungs, "
+            f"which cover {_percent(area)} of these images: a map spread evenly would put "
+            f"{_percent(area)} there, so the maps favour the lungs {share / area:.1f}-fold. "
+            + coverage
         )
-        groups = [(f"true {name}", group) for name, group in summary["per_class"].items()]
-        groups += [
-            ("correct predictions", summary["correct"]),
-            ("wrong predictions", summary["wrong"]),
+        groups = [
+            (f"true {name}", group, summary["lung_area_per_class"].get(name))
+            for name, group in summary["per_class"].items()
         ]
-        rows = [[name, f"{group['count']:,}", _percent(group["mean"])] for name, group in groups]
-        body = [_table(["images", "count", "share of saliency inside the lungs"], rows)]
+        groups += [
+            ("correct predictions", summary["correct"], None),
+            ("wrong predictions", summary["wrong"], None),
+        ]
+        rows = [
+            [name, f"{group['count']:,}", _percent(group["mean"]), _percent(base)]
+            for name, group, base in groups
+        ]
+        header = ["images", "count", "share of saliency inside the lungs", "lung area (even map)"]
+        body = [_table(header, rows)]
     body.append('<div class="gallery">' + "".join(tiles) + "</div>")
     return Section("explanations", "Where the model looks (Grad-CAM)", finding, body)
 
@@ -413,6 +451,139 @@ def _probes_section(classifier, test: _TestSet, extra) -> Section:
     return Section("probes", "Shortcut probes", results["lungs_removed"]["finding"], body)
 
 
+def _verdict_section(extra) -> Section:
+    """One conclusion from the Grad-CAM shares and the lung probes, with its evidence."""
+    evidence, outside = [], []
+    fractions = extra.get("lung_fractions")
+    if fractions:
+        share, area = fractions["overall"]["mean"], fractions["lung_area"]
+        favoured = share / area if area else float("nan")
+        evidence.append(
+            f"Grad-CAM puts {_percent(share)} of its evidence inside the lungs, which cover "
+            f"{_percent(area)} of the images ({favoured:.1f}× an even spread)."
+        )
+        if favoured < VERDICT_MIN_FAVOUR:
+            outside.append("its heatmaps favour the lungs little more than an even spread")
+    probes = extra.get("probes") or {}
+    removed, only = probes.get("lungs_removed"), probes.get("lungs_only")
+    if removed:
+        evidence.append(
+            f"With the lungs blacked out it scores {_percent(removed['accuracy'])} (chance "
+            f"{_percent(removed['chance']['majority_rate'])})."
+        )
+        if removed.get("flag"):
+            outside.append("it still classifies with the lungs blacked out")
+    if only and only.get("intact_accuracy") is not None:
+        chance, intact = only["chance"]["majority_rate"], only["intact_accuracy"]
+        kept = (only["accuracy"] - chance) / (intact - chance) if intact > chance else 1.0
+        evidence.append(
+            f"With only the lungs visible it scores {_percent(only['accuracy'])}, against "
+            f"{_percent(intact)} on whole images: {_percent(max(0.0, kept))} of its accuracy "
+            "above chance is left."
+        )
+        if kept < VERDICT_MIN_KEPT:
+            outside.append("it loses most of its accuracy when it sees only the lungs")
+    if not evidence:
+        return Section(
+            "verdict",
+            "What this model looks at",
+            "Not measured: the test images have no lung masks.",
+        )
+    if outside:
+        finding = (
+            "It depends on the image outside the lungs: "
+            + "; ".join(outside)
+            + ". Its accuracy says little about what it sees in the lungs."
+        )
+    else:
+        finding = (
+            "It looks mostly at the lungs: its heatmaps favour them, it keeps most of its "
+            "accuracy with only the lungs visible, and it cannot classify without them."
+        )
+    extra["verdict"] = {"outside": outside, "evidence": evidence}
+    body = ["<ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in evidence) + "</ul>"]
+    return Section("verdict", "What this model looks at", finding, body)
+
+
+VERDICT_MIN_FAVOUR = 1.5
+"""Grad-CAM in-lung share over lung area below which the maps do not favour the lungs."""
+VERDICT_MIN_KEPT = 0.5
+"""Share of the above-chance accuracy a lungs-only model must keep to count as reading the lungs."""
+
+
+def _roc_section(probabilities, labels, names, extra) -> Section:
+    """One-vs-rest ROC curve and AUC per class, from the test split's probabilities."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_auroc, multiclass_roc
+
+    from covidcxr.data.figures import _figure
+
+    scores = torch.as_tensor(np.asarray(probabilities), dtype=torch.float32)
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    count = len(names)
+    present = [c for c in range(count) if (target == c).any() and (target != c).any()]
+    if not present:
+        return Section("roc", "ROC curves per class", "Needs test images of two classes or more.")
+    fpr, tpr, _ = multiclass_roc(scores, target, num_classes=count)
+    auc = multiclass_auroc(scores, target, num_classes=count, average=None)
+    figure = _figure(5.5, 5)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    areas = {}
+    for c in present:
+        areas[names[c]] = float(auc[c])
+        axes.plot(fpr[c].numpy(), tpr[c].numpy(), label=f"{names[c]} (AUC {float(auc[c]):.3f})")
+    axes.set_xlabel("1 − specificity (false positive rate)")
+    axes.set_ylabel("sensitivity (true positive rate)")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    extra["roc_auc"] = areas
+    worst = min(areas, key=areas.get)
+    finding = (
+        "One class against the rest, on the test split: "
+        + ", ".join(f"{n} AUC {a:.3f}" for n, a in areas.items())
+        + f". The weakest is {worst}."
+    )
+    caption = "ROC curves, one class against the rest (test split)"
+    return Section(
+        "roc", "ROC curves per class", finding, [_figure_html(buffer.getvalue(), caption)]
+    )
+
+
+def _provenance(run_dir: Path, data, card) -> dict[str, Any]:
+    """Version, commit, command, date and data behind the report."""
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    import covidcxr
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(Path(covidcxr.__file__).parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    trained = card.training_data or {}
+    return {
+        "covidcxr": getattr(covidcxr, "__version__", "unknown"),
+        "commit": commit or "unknown (not a git checkout)",
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "(Python API)",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "run": str(run_dir),
+        "data": str(data) if data is not None else "(none given)",
+        "trained_on": trained.get("name", "not recorded"),
+        "synthetic": bool(trained.get("synthetic", False)),
+    }
+
+
 def _leakage_section(test: _TestSet, workers, extra) -> Section:
     from covidcxr.evaluation.probes import duplicate_leakage
 
@@ -433,7 +604,11 @@ def _leakage_section(test: _TestSet, workers, extra) -> Section:
 
 
 def _render(
-    run_dir: Path, metrics, sections: Sequence[Section], warnings: Sequence[str] = ()
+    run_dir: Path,
+    metrics,
+    sections: Sequence[Section],
+    warnings: Sequence[str] = (),
+    provenance: dict[str, Any] | None = None,
 ) -> str:
     title = f"covidcxr report: {metrics['model']} ({run_dir.name})"
     parts = [
@@ -445,6 +620,17 @@ def _render(
         *[f'<p class="notice warning">{html.escape(message)}</p>' for message in warnings],
         '<p class="notice">A research tool, not a diagnostic device: these results describe '
         "a model on a dataset, not a patient.</p>",
+        *(
+            [
+                '<p class="provenance">'
+                + " · ".join(
+                    f"{html.escape(k)}: {html.escape(str(v))}" for k, v in provenance.items()
+                )
+                + "</p>"
+            ]
+            if provenance
+            else []
+        ),
         "<nav>"
         + " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
         + "</nav>",
@@ -467,7 +653,7 @@ _CSS = (
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
     "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
     ".gallery{display:flex;flex-wrap:wrap;gap:.5em}.gallery figure{width:250px;margin:0}"
-    "figcaption{font-size:.8em}"
+    "figcaption{font-size:.8em}.provenance{font-size:.8em;color:#555}"
 )
 
 

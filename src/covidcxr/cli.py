@@ -455,6 +455,13 @@ def evaluate_command(
     seg_model: Annotated[
         Path | None, typer.Option(help="Lung segmenter for a classifier trained with --lungs.")
     ] = None,
+    external: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="An external set (folder or manifest) to score besides --data and compare "
+            "with it: sensitivity, specificity, PPV with intervals, per source. Repeatable."
+        ),
+    ] = None,
     workers: Workers = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
     quiet: Quiet = False,
@@ -465,7 +472,9 @@ def evaluate_command(
     target = out or _evaluation_folder(model)
     bars = _ProgressFactory(quiet)
     try:
-        metrics = evaluate(model, data, target, split, subset, workers, cache_dir, bars, seg_model)
+        metrics = evaluate(
+            model, data, target, split, subset, workers, cache_dir, bars, seg_model, external or ()
+        )
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     finally:
@@ -484,6 +493,27 @@ def evaluate_command(
         typer.echo(f"{len(metrics['unreadable'])} unreadable images skipped:")
         for item in metrics["unreadable"]:
             typer.echo(f"  {item['path']}: {item['reason']}")
+    for result in metrics.get("external", []):
+        typer.echo(f"External set {result['name']}: {result['verdict']}")
+        for name, figures in result["per_class"].items():
+            cells = []
+            for key in ("sensitivity", "specificity", "ppv"):
+                value = figures[key]
+                if value["value"] is None:
+                    cells.append(f"{key} n/a")
+                    continue
+                interval = (
+                    f" ({100 * value['low']:.0f}–{100 * value['high']:.0f})"
+                    if value["low"] is not None
+                    else ""
+                )
+                change = (
+                    f", {100 * value['difference']:+.1f}" if value["difference"] is not None else ""
+                )
+                cells.append(f"{key} {100 * value['value']:.1f} %{interval}{change}")
+            typer.echo(f"  {name:<16} " + "; ".join(cells))
+        for warning in result["per_source"].get("single_source_classes", []):
+            typer.echo(f"  note: {warning['warning']}")
     typer.echo(f"Outputs in {target}")
 
 

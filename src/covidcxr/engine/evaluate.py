@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,20 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress_factory: ProgressFactory = lambda _: None,
     seg_model: str | Path | None = None,
+    external: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Score the model at ``model`` (a model folder or a run folder) on the dataset at ``data``:
     every image it holds, or only the ``subset`` rows of ``split_file`` (e.g. the run's
     ``splits.csv``). Writes ``metrics.json``, ``confusion_matrix.png`` / ``.csv`` and
     ``predictions.csv`` to ``out`` and returns the metrics. Unreadable images are skipped and
     listed in the metrics. A classifier trained on lungs only segments them with ``seg_model``
-    or its bundled segmenter, else with the dataset's own masks."""
+    or its bundled segmenter, else with the dataset's own masks.
+
+    Each ``external`` set (a folder in any layout, or a manifest) is scored whole as well, into
+    ``out/external/NAME``, and ``metrics["external"]`` compares it with the main one: per class
+    sensitivity, specificity and PPV with their bootstrap intervals and how far each falls from
+    the main set's, per source, and a verdict that says so when the figures collapse
+    (:func:`compare_sets`)."""
     from covidcxr.artifact import load_model
     from covidcxr.data.cache import ImageCache
     from covidcxr.data.layouts import discover
@@ -71,6 +78,7 @@ def evaluate(
     scores = classification_metrics(probabilities, labels, names)
     from covidcxr.evaluation.bootstrap import bootstrap_intervals
     from covidcxr.evaluation.calibration import expected_calibration_error
+    from covidcxr.evaluation.probes import per_source_metrics
 
     intervals = bootstrap_intervals(probabilities, labels.numpy(), names)
     ece = expected_calibration_error(probabilities, labels.numpy())
@@ -89,6 +97,9 @@ def evaluate(
         "temperature": classifier.card.temperature,
         "unfamiliar": None if analysis.unfamiliar is None else int(analysis.unfamiliar.sum()),
         "unreadable": [{"path": str(p), "reason": r} for p, r in batch.failures],
+        "per_source": per_source_metrics(
+            np.asarray(probabilities), labels.numpy(), [samples[i].source for i in keep], names
+        ),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     title = f"{classifier.card.model} on {index.root.name} ({scores['num_samples']} images)"
@@ -101,4 +112,82 @@ def evaluate(
             sample = samples[position]
             predicted = names[int(np.argmax(row))]
             writer.writerow([sample.path, sample.class_name, predicted, *np.round(row, 6)])
+    if external:
+        names_used: set[str] = set()
+        metrics["external"] = []
+        for folder in external:
+            name = _unique_name(Path(folder).expanduser().resolve().name or "external", names_used)
+            scored = evaluate(
+                classifier.folder,
+                folder,
+                out / "external" / name,
+                workers=workers,
+                cache_dir=cache_dir,
+                progress_factory=progress_factory,
+                seg_model=seg_model,
+            )
+            metrics["external"].append({"name": name, **compare_sets(metrics, scored)})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+COLLAPSE_ACCURACY_DROP = 0.10
+"""An external set whose accuracy falls this far below the main set's has collapsed."""
+COLLAPSE_SENSITIVITY_DROP = 0.20
+"""... or where one class's sensitivity falls this far."""
+
+
+def compare_sets(internal: dict[str, Any], external: dict[str, Any]) -> dict[str, Any]:
+    """How an external set's figures (an :func:`evaluate` result) stand against the internal
+    ones: per class sensitivity, specificity and PPV with intervals and their differences, the
+    per-source table, and a one-sentence verdict (collapsed when accuracy falls by
+    :data:`COLLAPSE_ACCURACY_DROP` or a class's sensitivity by
+    :data:`COLLAPSE_SENSITIVITY_DROP`)."""
+    per_class: dict[str, Any] = {}
+    drops = []
+    inside = internal["test_intervals"]["per_class"]
+    for name, figures in external["test_intervals"]["per_class"].items():
+        entry: dict[str, Any] = {}
+        for key in ("sensitivity", "specificity", "ppv"):
+            value, base = figures[key]["value"], inside.get(name, {}).get(key, {}).get("value")
+            entry[key] = {**figures[key], "internal": base}
+            entry[key]["difference"] = None if value is None or base is None else value - base
+        per_class[name] = entry
+        change = entry["sensitivity"]["difference"]
+        if change is not None and change <= -COLLAPSE_SENSITIVITY_DROP:
+            drops.append(f"{name} sensitivity {100 * change:+.1f} points")
+    accuracy_change = external["test_accuracy"] - internal["test_accuracy"]
+    if accuracy_change <= -COLLAPSE_ACCURACY_DROP:
+        drops.insert(0, f"accuracy {100 * accuracy_change:+.1f} points")
+    images = external["test"]["num_samples"]
+    if drops:
+        verdict = (
+            f"On {external['data']} ({images:,} images) the model's figures collapse: "
+            + ", ".join(drops)
+            + " against the internal test set. Its internal figures do not describe these films."
+        )
+    else:
+        verdict = (
+            f"On {external['data']} ({images:,} images) accuracy is "
+            f"{100 * external['test_accuracy']:.1f} % ({100 * accuracy_change:+.1f} points against "
+            "the internal test set); no class's sensitivity falls by "
+            f"{100 * COLLAPSE_SENSITIVITY_DROP:.0f} points or more."
+        )
+    return {
+        "data": external["data"],
+        "num_images": images,
+        "accuracy": external["test_intervals"]["accuracy"],
+        "accuracy_difference": accuracy_change,
+        "per_class": per_class,
+        "per_source": external["per_source"],
+        "collapsed": bool(drops),
+        "verdict": verdict,
+    }
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in used:
+        candidate, number = f"{name}-{number}", number + 1
+    used.add(candidate)
+    return candidate

@@ -824,16 +824,20 @@ def report_command(
         Path | None,
         typer.Option(help="The dataset the run trained on: adds Grad-CAM, sources, probes."),
     ] = None,
+    external: Annotated[
+        list[Path] | None,
+        typer.Option(help="An external set to score and compare with the test split. Repeatable."),
+    ] = None,
     workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
     """One self-contained HTML report: data, curves, results with confidence intervals,
-    calibration, Grad-CAM gallery, per-source results, shortcut probes, leakage."""
+    calibration, Grad-CAM gallery, per-source results, shortcut probes, external sets, leakage."""
     from covidcxr.evaluation.report import build_report
 
     bars = _ProgressFactory(quiet)
     try:
-        result = build_report(run, out, data, workers, bars)
+        result = build_report(run, out, data, workers, bars, external or ())
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     finally:

@@ -182,3 +182,21 @@ def test_explain_command_draws_heatmaps_with_the_dataset_masks(
     assert len(overlays) == 15
     with Image.open(overlays[0]) as overlay:
         assert overlay.mode == "RGB" and overlay.size == (299, 299)
+
+
+def test_report_scores_external_sets_and_the_verdict_repeats_them(
+    run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from helpers import REAL_DATASET
+
+    run_dir, data = run
+    result = build_report(run_dir, tmp_path / "r.html", data, workers=0, external=[REAL_DATASET])
+    (external,) = result.data["external"]
+    assert external["num_images"] == 44 and external["verdict"]
+    sections = {s.key: s for s in result.sections}
+    assert external["verdict"] in sections["external"].finding
+    assert external["verdict"] in " ".join(result.data["verdict"]["evidence"])
+    if external["collapsed"]:  # a phantom-trained model on real films: expected
+        assert "collapse" in sections["verdict"].finding
+    text = " ".join(parse(result.path).text)
+    assert "points" in text and "real-sample" in text

@@ -30,6 +30,7 @@ SECTIONS = (
     ("probes", "Shortcut probes"),
     ("verdict", "What this model looks at"),
     ("roc", "ROC curves per class"),
+    ("external", "External sets"),
     ("leakage", "Leakage between splits"),
 )
 GALLERY_PER_KIND = 2  # right and wrong examples per class
@@ -61,11 +62,14 @@ def build_report(
     data: str | Path | None = None,
     workers: int | None = None,
     progress_factory: ProgressFactory = lambda _: None,
+    external: Sequence[str | Path] = (),
 ) -> ReportResult:
     """Write the report of the training run in ``run_dir`` to ``out`` (an .html file). With
     ``data`` (the dataset the run was trained on), also the dataset summary, Grad-CAM gallery,
     per-source table, shortcut probes and leakage check on the run's test split; without it
-    those sections say what they need."""
+    those sections say what they need. Each ``external`` set is scored whole and compared with
+    the test split (:func:`covidcxr.engine.evaluate.compare_sets`); the verdict repeats a
+    collapse."""
     from covidcxr.artifact import load_model
 
     run_dir = Path(run_dir)
@@ -97,8 +101,12 @@ def build_report(
             _explanations_section(classifier, test, probabilities, extra),
             _sources_section(test, probabilities, names, extra),
             _probes_section(classifier, test, extra),
+        ]
+        external_section = _external_section(run_dir, metrics, external, workers, extra)
+        sections += [
             _verdict_section(extra),
             _roc_section(probabilities, test.labels, names, extra),
+            external_section,
             _leakage_section(test, workers, extra),
         ]
     out = Path(out)
@@ -483,6 +491,15 @@ def _verdict_section(extra) -> Section:
         )
         if kept < VERDICT_MIN_KEPT:
             outside.append("it loses most of its accuracy when it sees only the lungs")
+    single = (extra.get("per_source") or {}).get("single_source_classes") or []
+    for item in single:  # e.g. every Viral Pneumonia film paediatric, from one collection
+        evidence.append(
+            f"Every {item['class_name']} test image ({item['num_images']:,}) comes from "
+            f"{item['source']}, and {_percent(item['source_purity'])} of that source's images "
+            f"are {item['class_name']}: the source alone can give the class away."
+        )
+    collapsed = [e for e in extra.get("external") or [] if e["collapsed"]]
+    evidence += [e["verdict"] for e in extra.get("external") or []]
     if not evidence:
         return Section(
             "verdict",
@@ -495,10 +512,22 @@ def _verdict_section(extra) -> Section:
             + "; ".join(outside)
             + ". Its accuracy says little about what it sees in the lungs."
         )
-    else:
+    elif fractions or removed or only:
         finding = (
             "It looks mostly at the lungs: its heatmaps favour them, it keeps most of its "
             "accuracy with only the lungs visible, and it cannot classify without them."
+        )
+    else:
+        finding = "Where it looks is not measured: the test images have no lung masks."
+    if single:
+        finding += (
+            " " + ", ".join(i["class_name"] for i in single) + " comes from a single source, so "
+            "part of what it learned for that class may be the source."
+        )
+    if collapsed:
+        finding += (
+            f" On {len(collapsed)} external set(s) its figures collapse: the test split "
+            "overstates how it does on films from elsewhere."
         )
     extra["verdict"] = {"outside": outside, "evidence": evidence}
     body = ["<ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in evidence) + "</ul>"]
@@ -509,6 +538,44 @@ VERDICT_MIN_FAVOUR = 1.5
 """Grad-CAM in-lung share over lung area below which the maps do not favour the lungs."""
 VERDICT_MIN_KEPT = 0.5
 """Share of the above-chance accuracy a lungs-only model must keep to count as reading the lungs."""
+
+
+def _external_section(run_dir: Path, metrics, external, workers, extra) -> Section:
+    """Each external set scored whole (``covidcxr evaluate``) and compared with the test split."""
+    from covidcxr.engine.evaluate import compare_sets, evaluate
+
+    if not external:
+        return Section(
+            "external",
+            "External sets",
+            "No external set given (--external DIR): the figures above are from the test split "
+            "of the training data only, which says little about films from elsewhere.",
+        )
+    results, rows = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for position, folder in enumerate(external):
+            scored = evaluate(run_dir, folder, Path(scratch) / str(position), workers=workers)
+            result = {"name": Path(folder).name, **compare_sets(metrics, scored)}
+            results.append(result)
+            for name, figures in result["per_class"].items():
+                rows.append(
+                    [
+                        f"{result['name']}: {name}",
+                        *(
+                            f"{_with_ci(figures[key]['value'], figures[key])} "
+                            f"({_signed_points(figures[key]['difference'])})"
+                            for key in ("sensitivity", "specificity", "ppv")
+                        ),
+                    ]
+                )
+    extra["external"] = results
+    header = ["set: class", "sensitivity (vs test)", "specificity (vs test)", "PPV (vs test)"]
+    finding = " ".join(r["verdict"] for r in results)
+    return Section("external", "External sets", finding, [_table(header, rows)])
+
+
+def _signed_points(difference: float | None) -> str:
+    return "n/a" if difference is None else f"{100 * difference:+.1f} points"
 
 
 def _roc_section(probabilities, labels, names, extra) -> Section:

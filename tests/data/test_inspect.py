@@ -68,6 +68,7 @@ def test_inspect_lists_everything_and_survives_bad_files(
     assert names == [
         "class_counts.png",
         "intensity_histograms.png",
+        "near_duplicates.png",
         "samples_COVID.png",
         "samples_Normal.png",
         "samples_Viral_Pneumonia.png",

@@ -61,6 +61,23 @@ def plot_sample_grid(
     return _save(figure, path)
 
 
+def plot_image_pairs(
+    pairs: Sequence[Sequence[np.ndarray]], captions: Sequence[str], path: Path, title: str
+) -> Path:
+    """Rows of two uint8 (H, W) images side by side, each row captioned (e.g. two file names)."""
+    rows = max(1, len(pairs))
+    figure = _figure(6.4, 3.0 * rows + 0.4)
+    figure.suptitle(title)
+    for row, (images, caption) in enumerate(zip(pairs, captions, strict=True)):
+        for column, image in enumerate(images[:2]):
+            axes = figure.add_subplot(rows, 2, 2 * row + column + 1)
+            axes.set_axis_off()
+            axes.imshow(image, cmap="gray", vmin=0, vmax=255)
+            if column == 0:
+                axes.set_title(caption.replace("\n", "  |  "), fontsize=7, loc="left")
+    return _save(figure, path)
+
+
 def plot_intensity_histograms(
     histograms: Mapping[str, np.ndarray], path: Path, title: str = "Pixel intensity per class"
 ) -> Path:

@@ -83,6 +83,8 @@ def inspect_dataset(
     report = _summarise(index, scan, duplicates)
     if out_dir is not None:
         report.figures = [str(p) for p in _write_figures(index, scan, labels, chosen, out_dir)]
+        if report.duplicate_groups:
+            report.figures.append(str(_plot_groups(Path(index.root), report, Path(out_dir))))
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -180,6 +182,29 @@ def _write_figures(
     }
     written.append(plot_intensity_histograms(histograms, out_dir / "intensity_histograms.png"))
     return written
+
+
+DUPLICATE_PAIRS_FIGURE = 12
+"""Near-duplicate groups drawn (two members each) in ``near_duplicates.png``."""
+
+
+def _plot_groups(root: Path, report: InspectReport, out_dir: Path) -> Path:
+    """Two members of each of the first groups side by side, so a person can check them."""
+    from covidcxr.data.figures import plot_image_pairs
+    from covidcxr.data.transforms import resize_image
+    from covidcxr.io import ImageReadError, read_image
+
+    pairs, captions = [], []
+    for group in report.duplicate_groups[:DUPLICATE_PAIRS_FIGURE]:
+        try:
+            images = [resize_image(read_image(root / name), (192, 192)) for name in group[:2]]
+        except (ImageReadError, OSError):
+            continue  # listed among the unreadable files already
+        pairs.append(images)
+        more = f" (+{len(group) - 2})" if len(group) > 2 else ""
+        captions.append(f"{group[0]}\n{group[1]}{more}")
+    title = f"Near-duplicates: {len(pairs)} of {len(report.duplicate_groups)} groups"
+    return plot_image_pairs(pairs, captions, out_dir / "near_duplicates.png", title)
 
 
 def format_report(report: InspectReport, max_listed: int = 10) -> str:

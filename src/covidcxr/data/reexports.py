@@ -24,10 +24,22 @@ def reexports(image: np.ndarray) -> dict[str, np.ndarray]:
         "224 x 224": cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA),
         "256 x 256": cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA),
         "black border": cv2.copyMakeBorder(
-            image, height // 12, height // 12, width // 12, width // 12, cv2.BORDER_CONSTANT, 0
+            image,
+            height // 12,
+            height // 12,
+            width // 12,
+            width // 12,
+            cv2.BORDER_CONSTANT,
+            value=0,
         ),
         "white border": cv2.copyMakeBorder(
-            image, height // 20, height // 10, width // 20, width // 20, cv2.BORDER_CONSTANT, 255
+            image,
+            height // 20,
+            height // 10,
+            width // 20,
+            width // 20,
+            cv2.BORDER_CONSTANT,
+            value=255,
         ),
     }
     letter = image.copy()

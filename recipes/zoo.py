@@ -87,6 +87,8 @@ class Recipe:
             json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
         )
         self.env = {**os.environ, "COVIDCXR_CACHE_DIR": str(self.work / "cache")}
+        self.code_file = self.work / "code.json"
+        self.code = json.loads(self.code_file.read_text()) if self.code_file.is_file() else {}
 
     @property
     def classify(self) -> Path:
@@ -110,6 +112,8 @@ class Recipe:
             print(f"[{step}] done already ({done})", flush=True)
             return
         print(f"[{step}] {' '.join(map(str, command))}", flush=True)
+        self.code[step] = code_state()
+        self.code_file.write_text(json.dumps(self.code, indent=2))
         started = time.perf_counter()
         subprocess.run([str(c) for c in command], check=True, env=self.env, cwd=REPO)
         seconds = round(time.perf_counter() - started, 1)
@@ -193,19 +197,15 @@ class Recipe:
             record_shipped_figures(ZOO / name, scored / "metrics.json")
 
     def provenance(self, step: str) -> dict:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        """Where the step's model came from: the code as it was when the step ran (recorded by
+        :meth:`run` in ``WORK/code.json``), else as it is now, said so."""
+        code = self.code.get(step) or {**code_state(), "recorded": "at ship time"}
         return {
             "recipe": "recipes/zoo.py",
             "step": step,
-            "covidcxr_commit": commit or None,
-            "covidcxr_uncommitted_changes": bool(dirty),
+            "covidcxr_commit": code["commit"],
+            "covidcxr_uncommitted_changes": code["dirty"],
+            **({"code_recorded": code["recorded"]} if "recorded" in code else {}),
             "train_seconds_2_core_cpu": self.timings.get(step),
         }
 
@@ -367,6 +367,19 @@ class Recipe:
         test = metrics["test"]
         right = sum(test["confusion_matrix"][i][i] for i in range(len(test["confusion_matrix"])))
         return f"{right} of {test['num_samples']} right ({100 * test['accuracy']:.1f} %)"
+
+
+def code_state() -> dict:
+    """The repository's commit and whether tracked files differ from it."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"commit": commit or None, "dirty": bool(dirty)}
 
 
 def _minutes(seconds: float | None) -> str:

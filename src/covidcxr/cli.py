@@ -119,7 +119,7 @@ def data_inspect(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
     duplicates: Annotated[
-        bool, typer.Option(help="Look for near-duplicate images (perceptual hashes).")
+        bool, typer.Option(help="Look for near-duplicate images (perceptual hashes, twin matcher).")
     ] = True,
     workers: Workers = None,
     quiet: Quiet = False,

@@ -44,7 +44,8 @@ its original. ``MIN_DETAIL_CORRELATION = 0.95`` sits between the two.
 
 What the hash does not catch (measured the same way): crops (2 % per side: median 38, max 66
 bits; 5 %: median 86), rotations (3 degrees: median 55) and inverted grey levels. A stronger
-gamma (0.7) gives up to 22 bits and is still caught.
+gamma (0.7) gives up to 22 bits and is still caught. Crops, borders and burnt-in text are the
+twin matcher's (:mod:`covidcxr.data.twins`, ``group_near_duplicates(..., twins=...)``).
 """
 
 from __future__ import annotations

@@ -458,3 +458,13 @@ def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def _min_max(values: np.ndarray) -> np.ndarray:
     return _scale(values, float(values.min()), float(values.max()))
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name-1``, ``name-2``… if taken: the first not in ``used`` (which gets it).
+    Output files and folders named after inputs that share a name (``a/x.png``, ``b/x.png``)."""
+    candidate, number = name, 1
+    while candidate in used:
+        candidate, number = f"{name}-{number}", number + 1
+    used.add(candidate)
+    return candidate

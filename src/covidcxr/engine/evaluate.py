@@ -79,6 +79,7 @@ def evaluate(
     from covidcxr.evaluation.bootstrap import bootstrap_intervals
     from covidcxr.evaluation.calibration import expected_calibration_error
     from covidcxr.evaluation.probes import per_source_metrics
+    from covidcxr.io import unique_name
 
     intervals = bootstrap_intervals(probabilities, labels.numpy(), names)
     ece = expected_calibration_error(probabilities, labels.numpy())
@@ -116,7 +117,7 @@ def evaluate(
         names_used: set[str] = set()
         metrics["external"] = []
         for folder in external:
-            name = _unique_name(Path(folder).expanduser().resolve().name or "external", names_used)
+            name = unique_name(Path(folder).expanduser().resolve().name or "external", names_used)
             scored = evaluate(
                 classifier.folder,
                 folder,
@@ -183,11 +184,3 @@ def compare_sets(internal: dict[str, Any], external: dict[str, Any]) -> dict[str
         "collapsed": bool(drops),
         "verdict": verdict,
     }
-
-
-def _unique_name(name: str, used: set[str]) -> str:
-    candidate, number = name, 2
-    while candidate in used:
-        candidate, number = f"{name}-{number}", number + 1
-    used.add(candidate)
-    return candidate

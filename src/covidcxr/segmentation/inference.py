@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covidcxr.io import unique_name
+
 CHUNK = 8
 
 
@@ -67,7 +69,7 @@ def segment_files(
                 result.failures.append((path, getattr(error, "reason", str(error))))
         masks = segmenter.predict_masks(images, postprocess=postprocess) if images else []
         for path, image, mask in zip(paths, images, masks, strict=True):
-            stem = _unique_stem(path.stem, used)
+            stem = unique_name(path.stem, used)
             mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
             mask_to_png(mask).save(mask_path)
             save_overlay(overlay_path, lung_outline_overlay(image, mask))
@@ -82,14 +84,6 @@ def segment_files(
         if progress is not None:
             progress(min(len(files), start + CHUNK), len(files))
     return result
-
-
-def _unique_stem(stem: str, used: set[str]) -> str:
-    candidate, number = stem, 1
-    while candidate in used:
-        candidate, number = f"{stem}-{number}", number + 1
-    used.add(candidate)
-    return candidate
 
 
 def evaluate_segmentation(

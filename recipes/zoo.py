@@ -388,7 +388,9 @@ def _minutes(seconds: float | None) -> str:
 
 def ship_model(source: Path, target: Path, name: str, provenance: dict) -> None:
     """Copy a saved model into the zoo with float16 weights and a card naming it."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from covidcxr.tensorfile import save_tensors
 
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -399,7 +401,7 @@ def ship_model(source: Path, target: Path, name: str, provenance: dict) -> None:
             if file.name == "model.safetensors":
                 state = load_file(str(file))
                 half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-                save_file(half, str(destination / file.name), metadata={"stored": "float16"})
+                save_tensors(destination / file.name, half, metadata={"stored": "float16"})
             elif file.is_file() and file.suffix in (".json", ".safetensors"):
                 shutil.copy2(file, destination / file.name)
     card_file = target / "model.json"

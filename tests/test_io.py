@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -325,3 +326,221 @@ def test_bad_bytes_name_the_upload_and_say_why() -> None:
         load_image_bytes(b"plain text", "my-upload")
     with pytest.raises(TruncatedImageError, match="starts like a PNG file"):
         load_image_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30), "my-upload")
+
+
+# --------------------------------------------------------------------------- values not finite
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+@pytest.mark.parametrize(
+    ("centre", "width"), [("NaN", 400), (2048, "inf"), ("-inf", "NaN"), (2048, "nan")]
+)
+def test_dicom_window_not_finite_falls_back_to_min_max(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, centre: object, width: object
+) -> None:
+    path = write_dicom(
+        tmp_path / "bad-window.dcm", RAMP_12BIT, WindowCenter=centre, WindowWidth=width
+    )
+    with caplog.at_level("WARNING", logger="covidcxr"):
+        loaded = load_image(path)
+    assert_convention(loaded.image, (48, 64))
+    # what the file shows without a window: the min-max scaled image
+    np.testing.assert_allclose(loaded.image, RAMP_12BIT / RAMP_12BIT.max(), atol=1e-6)
+    assert loaded.notes and "window" in loaded.notes[0] and "min-max" in loaded.notes[0]
+    assert str(path) in caplog.text and "not finite" in caplog.text
+
+
+def test_dicom_valid_window_reads_without_notes(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "w.dcm", RAMP_12BIT, WindowCenter=1000, WindowWidth=1000)
+    assert load_image(path).notes == ()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [
+        ({"RescaleSlope": "NaN", "RescaleIntercept": 0}, "RescaleSlope"),
+        ({"RescaleSlope": "inf", "RescaleIntercept": 0}, "RescaleSlope"),
+        ({"RescaleSlope": 1, "RescaleIntercept": "-inf"}, "RescaleIntercept"),
+        (
+            {"RescaleSlope": "NaN", "RescaleIntercept": 0, "WindowCenter": 0, "WindowWidth": 9},
+            "RescaleSlope",
+        ),
+    ],
+)
+def test_dicom_rescale_not_finite_is_an_error_naming_the_file(
+    tmp_path: Path, attributes: dict, named: str
+) -> None:
+    from covidcxr.io import NonFiniteValueError
+
+    path = write_dicom(tmp_path / "bad-rescale.dcm", RAMP_12BIT, **attributes)
+    with pytest.raises(NonFiniteValueError, match=named) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert str(path) in message and "not a finite number" in message and "dcmodify" in message
+    with pytest.raises(NonFiniteValueError, match=named):
+        from covidcxr.io import load_image_bytes
+
+        load_image_bytes(path.read_bytes(), "the upload")
+
+
+def test_dicom_rescale_overflow_is_an_error(tmp_path: Path) -> None:
+    from covidcxr.io import NonFiniteValueError
+
+    path = write_dicom(tmp_path / "huge.dcm", RAMP_12BIT, RescaleSlope="1e308", RescaleIntercept=0)
+    with pytest.raises(NonFiniteValueError, match="NaN or infinity"):
+        read_image(path)
+
+
+def test_dicom_float_pixels_not_finite(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from covidcxr.io import NonFiniteValueError
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # parametric map: float pixels
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+    pixels = np.linspace(0, 1, 33 * 47, dtype=np.float32).reshape(33, 47)
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated = 32
+    dataset.FloatPixelData = pixels.tobytes()
+    good = tmp_path / "float.dcm"
+    dataset.save_as(good, enforce_file_format=True)
+    np.testing.assert_allclose(read_image(good), pixels, atol=1e-6)
+    pixels[3, 4] = np.nan
+    dataset.FloatPixelData = pixels.tobytes()
+    bad = tmp_path / "float-nan.dcm"
+    dataset.save_as(bad, enforce_file_format=True)
+    with pytest.raises(NonFiniteValueError, match="1 NaN or infinite") as caught:
+        read_image(bad)
+    assert str(bad) in str(caught.value)
+
+
+def test_the_last_guard_refuses_any_non_finite_pixel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a decoder returns, a NaN never leaves covidcxr.io."""
+    import covidcxr.dicom
+    from covidcxr.io import LoadedImage, NonFiniteValueError
+
+    def broken(path, max_pixels, source):
+        image = np.full((4, 5), np.nan, dtype=np.float32)
+        return LoadedImage(image=image, info=None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(covidcxr.dicom, "load_dicom", broken)
+    path = write_dicom(tmp_path / "x.dcm", RAMP_12BIT)
+    with pytest.raises(NonFiniteValueError, match="20 of its 20 pixels") as caught:
+        read_image(path)
+    assert str(path) in str(caught.value)
+
+
+# --------------------------------------------------------------------------- formats by content
+
+
+@pytest.mark.parametrize(
+    ("pillow_format", "detected"),
+    [("GIF", "GIF"), ("TIFF", "TIFF"), ("BMP", "BMP"), ("WEBP", "WebP"), ("PPM", "PNM")],
+)
+def test_other_formats_are_refused_by_content_whatever_the_name(
+    tmp_path: Path, pillow_format: str, detected: str
+) -> None:
+    from covidcxr.io import UnsupportedFormatError, detect_format, load_image_bytes
+
+    path = tmp_path / "disguised.png"
+    Image.fromarray(gradient()).save(path, format=pillow_format)
+    assert detect_format(path.read_bytes()[:256]) == detected
+    with pytest.raises(UnsupportedFormatError) as caught:
+        read_image(path)
+    error = caught.value
+    assert error.detected == detected and error.path == path
+    message = str(error)
+    assert str(path) in message and detected in message and ".png name" in message
+    assert "Supported: PNG and JPEG" in message
+    # the service's entry point gives the same answer for the same bytes
+    with pytest.raises(UnsupportedFormatError, match=detected) as from_bytes:
+        load_image_bytes(path.read_bytes(), "the upload")
+    assert from_bytes.value.detected == detected
+
+
+def test_a_name_that_disagrees_with_supported_content_is_fine(tmp_path: Path) -> None:
+    png = write_png(tmp_path / "really-a-png.png", gradient())
+    for disguise in ("x.jpg", "x.dcm", "x.gif", "no-suffix"):
+        target = tmp_path / disguise
+        target.write_bytes(png.read_bytes())
+        loaded = load_image(target)
+        assert loaded.info.format == "PNG"
+        np.testing.assert_allclose(loaded.image, gradient() / 255.0, atol=1e-6)
+    dicom = write_dicom(tmp_path / "d.dcm", RAMP_12BIT)
+    (tmp_path / "dicom.png").write_bytes(dicom.read_bytes())
+    assert load_image(tmp_path / "dicom.png").info.format == "DICOM"
+
+
+def test_detect_format_names_documents_and_archives() -> None:
+    from covidcxr.io import SUPPORTED_FORMATS, detect_format
+
+    assert SUPPORTED_FORMATS == ("PNG", "JPEG", "DICOM")
+    assert detect_format(b"%PDF-1.7\n") == "PDF"
+    assert detect_format(b"PK\x03\x04" + bytes(30)) == "ZIP"
+    assert detect_format(b"\x1f\x8b\x08" + bytes(20)) == "gzip"
+    assert detect_format(b"BMW owners manual, not a bitmap") is None
+    assert detect_format(b"plain text") is None
+
+
+# --------------------------------------------------------------------------- not regular files
+
+
+def test_fifo_is_not_a_regular_file_and_is_never_opened(tmp_path: Path) -> None:
+    import signal
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def blocked(signum, frame):
+        raise AssertionError("the reader opened the FIFO and blocked")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(10)
+    try:
+        with pytest.raises(NotAnImageError, match="FIFO") as caught:
+            read_image(fifo)
+        assert "not a regular file" in str(caught.value) and "directory" not in str(caught.value)
+        assert str(fifo) in str(caught.value)
+        bare_fifo = tmp_path / "IM0001"  # no suffix: is_dicom would sniff its first bytes
+        os.mkfifo(bare_fifo)
+        assert not is_dicom(bare_fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_broken_symbolic_link_says_so(tmp_path: Path) -> None:
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "deleted.png")
+    with pytest.raises(FileNotFoundError, match="broken symbolic link") as caught:
+        read_image(link)
+    assert str(link) in str(caught.value) and "deleted.png" in str(caught.value)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(NotAnImageError, match="cannot be followed"):
+        read_image(loop)
+
+
+def test_a_name_that_is_not_utf8_reads_and_errors_print(tmp_path: Path) -> None:
+    from covidcxr.io import escape_path, is_utf8_path
+
+    name = os.fsdecode(b"Normal-\xff.png")
+    path = write_png(tmp_path / name, gradient())
+    assert not is_utf8_path(path) and escape_path(path).endswith("Normal-\\xff.png")
+    assert read_image(path).shape == (33, 47)  # readable: only file listings leave it out
+    empty = tmp_path / os.fsdecode(b"empty-\xe9.png")
+    empty.touch()
+    with pytest.raises(EmptyFileError) as caught:
+        read_image(empty)
+    str(caught.value).encode("utf-8")  # printable, with the byte as \xe9
+    assert "empty-\\xe9.png" in str(caught.value)

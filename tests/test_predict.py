@@ -247,3 +247,82 @@ def test_a_decoder_crash_is_one_bad_file(model, archive, tmp_path, monkeypatch) 
     assert result.predicted == 11
     reasons = dict((p.name, r) for p, r in result.failures)
     assert "ZeroDivisionError: a decoder bug" in reasons["img03.png"]
+
+
+# --- what predict refuses to write, and whose rows a file holds --------------------------------
+
+
+def test_an_existing_output_needs_resume_or_force(model, archive, tmp_path) -> None:
+    out = tmp_path / "p.csv"
+    predict_files(model, [archive], out, workers=0)
+    first = out.read_bytes()
+    with pytest.raises(FileExistsError, match="--resume to continue it, --force to replace it"):
+        predict_files(model, [archive], out, workers=0)
+    assert out.read_bytes() == first
+    replaced = predict_files(model, [archive], out, workers=0, force=True)
+    assert replaced.predicted == 12 and len(read_rows(out)) == 12
+    with pytest.raises(ValueError, match="contradict"):
+        predict_files(model, [archive], out, workers=0, resume=True, force=True)
+
+
+def test_outputs_that_are_not_prediction_files_are_refused(model, archive, tmp_path) -> None:
+    xray = next(archive.rglob("img02.png"))
+    before = xray.read_bytes()
+    for out, message in (
+        (xray, "is one of the inputs|predictions are written as"),
+        (tmp_path / "p.txt", r"\.txt is none of them"),
+        (tmp_path / "p", "no suffix is none of them"),
+        (tmp_path, "is a folder"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            predict_files(model, [archive, xray], out, workers=0, force=True)
+    assert xray.read_bytes() == before
+    table = tmp_path / "list.csv"
+    table.write_text("not an image\n")
+    with pytest.raises(ValueError, match="is one of the inputs"):
+        predict_files(model, [table], table, workers=0, force=True)
+
+
+def test_the_output_records_its_model_and_resume_refuses_another(model, archive, tmp_path) -> None:
+    out = tmp_path / "p.jsonl"
+    predict_files(model, [archive], out, workers=0)
+    recorded = json.loads((tmp_path / "p.jsonl.model.json").read_text())
+    assert recorded["sha256"] == load_model(model).identity()["sha256"]
+    assert recorded["weights"].endswith("model.safetensors")
+    out.write_bytes(out.read_bytes()[: len(out.read_bytes()) // 2])
+    other = save_untrained(tmp_path / "other", seed=7)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=r"written by tiny-cnn .* not by this model"):
+        predict_files(other, [archive], out, workers=0, resume=True)
+    assert out.read_bytes() == before  # nothing written
+    resumed = predict_files(model, [archive], out, workers=0, resume=True)
+    assert resumed.skipped + resumed.predicted == 12
+
+
+def test_identity_is_the_same_for_the_same_weights(model, tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert load_model(copy).identity()["sha256"] == load_model(model).identity()["sha256"]
+    assert save_untrained(tmp_path / "again") is not None  # seed 0, as the fixture
+    again = load_model(tmp_path / "again").identity()["sha256"]
+    assert again == load_model(model).identity()["sha256"]
+
+
+def test_cli_fails_when_nothing_was_predicted(model: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an X-ray")
+    result = runner.invoke(app, ["predict", str(model), str(text), str(tmp_path / "gone.png"),
+                                 "--quiet", "--workers", "0"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "2 files skipped" in result.output and "no image was predicted" in result.output
+
+
+def test_cli_refuses_to_overwrite(model: Path, archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    args = ["predict", str(model), str(archive), "--out", str(out), "--quiet", "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0

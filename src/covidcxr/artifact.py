@@ -135,19 +135,17 @@ def save_classifier(
 ) -> Path:
     """Write ``network``'s weights and ``card`` into ``directory`` (created), each file
     atomically. Returns the folder."""
-    from safetensors.torch import save_file
-
     from covidcxr import __version__
+    from covidcxr.tensorfile import save_tensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()
     }
-    weights = directory / WEIGHTS_FILE
-    partial = weights.with_name(f".{weights.name}.partial")
-    save_file(state, str(partial), metadata={"model": card.model, "format": str(card.format)})
-    os.replace(partial, weights)
+    save_tensors(
+        directory / WEIGHTS_FILE, state, metadata={"model": card.model, "format": str(card.format)}
+    )
     card_data = asdict(card) | {"covidcxr_version": __version__}
     _write_json(directory / CARD_FILE, card_data)
     return directory
@@ -237,6 +235,32 @@ class Classifier:
     @property
     def class_names(self) -> list[str]:
         return list(self.card.class_names)
+
+    def identity(self) -> dict[str, Any]:
+        """Which model this is, for files its predictions go to: the registry model, the
+        folder's name, the weights file and the SHA-256 of its canonical bytes
+        (:func:`covidcxr.tensorfile.file_digest`: the same weights give the same digest)."""
+        from covidcxr.tensorfile import file_digest
+
+        weights = self.folder / WEIGHTS_FILE
+        if weights.is_file():
+            digest = file_digest(weights)
+        else:  # built in memory, never saved
+            import hashlib
+
+            from safetensors.torch import save
+
+            from covidcxr.tensorfile import canonical_bytes
+
+            state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+            digest = hashlib.sha256(canonical_bytes(save(state))).hexdigest()
+        return {
+            "model": self.card.model,
+            "name": self.folder.name,
+            "weights": str(weights),
+            "sha256": digest,
+            "class_names": self.class_names,
+        }
 
     @property
     def lung_mode(self) -> str:

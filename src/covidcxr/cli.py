@@ -532,8 +532,12 @@ def predict_command(
         typer.Option(help="Write predictions here as they come (.csv, .jsonl or .json)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Skip files already in --out and append to it.")
+        bool,
+        typer.Option(
+            "--resume", help="Skip files already in --out and append to it (same model only)."
+        ),
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     runtime: Annotated[
         str, typer.Option(help="torch, or onnx (ONNX Runtime; run `covidcxr export` first).")
     ] = "torch",
@@ -560,16 +564,19 @@ def predict_command(
         with _progress("Predicting", quiet) as progress:
             result = predict_files(
                 model, inputs, out, batch_size, workers, progress, seg_model,
-                runtime=runtime, resume=resume, keep_rows=False,
+                runtime=runtime, resume=resume, force=force, keep_rows=False,
                 on_rows=show if out is None else None,
                 warn=lambda message: typer.echo(f"warning: {message}", err=True),
             )  # fmt: skip
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise _fail(str(error)) from None
     if out is not None:
         already = f" ({result.skipped} already there)" if resume else ""
         typer.echo(f"Wrote {result.predicted} predictions to {result.out}{already}")
     _list_skipped(result.failures)
+    if result.predicted == 0 and result.skipped == 0:  # scripts must notice
+        typer.echo("error: no image was predicted (see the files skipped above)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("export")

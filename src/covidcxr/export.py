@@ -203,6 +203,19 @@ class OnnxClassifier(Classifier):
         super().__init__(None, card, path.parent)
         self.session, self.path = session, path
 
+    def identity(self) -> dict[str, Any]:
+        """As :meth:`Classifier.identity`, with the SHA-256 of the ``.onnx`` file."""
+        import hashlib
+
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return {
+            "model": self.card.model,
+            "name": self.path.name,
+            "weights": str(self.path),
+            "sha256": digest,
+            "class_names": self.class_names,
+        }
+
     @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
@@ -241,6 +254,19 @@ class OnnxSegmenter(Segmenter):
     def __init__(self, session: Any, card: ModelCard, path: Path) -> None:
         super().__init__(None, card, path.parent)
         self.session, self.path = session, path
+
+    def identity(self) -> dict[str, Any]:
+        """As :meth:`Classifier.identity`, with the SHA-256 of the ``.onnx`` file."""
+        import hashlib
+
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return {
+            "model": self.card.model,
+            "name": self.path.name,
+            "weights": str(self.path),
+            "sha256": digest,
+            "class_names": self.class_names,
+        }
 
     def predict_probabilities(self, images: Sequence[np.ndarray], batch_size: int = 8) -> Any:
         import torch

@@ -6,31 +6,56 @@ Every image covidcxr reads becomes a ``numpy.ndarray`` of
 
 * dtype ``float32``, shape ``(H, W)``: one grey channel, row 0 at the top;
 * values in ``[0, 1]``, where 1 is displayed white: dense tissue and bone are bright, air is dark,
-  as a radiologist views the film.
+  as a radiologist views the film; every value is finite (a NaN or infinite pixel is an error,
+  never passed on).
+
+Which files are read: decided by content
+----------------------------------------
+The format is taken from the file's first bytes (:func:`detect_format`), never from its name,
+by files on disk (:func:`load_image`) and uploads held in memory (:func:`load_image_bytes`)
+alike. The formats read are :data:`SUPPORTED_FORMATS`: PNG (8- and 16-bit), JPEG and DICOM.
+A name that disagrees with the content does not matter: a PNG saved as ``x.jpg`` reads as a PNG.
+Anything else raises :class:`UnsupportedFormatError`, naming the file, the format its content
+was recognised as (GIF, TIFF, BMP, WebP, JPEG 2000, HEIF, a PDF or an archive...) and the
+supported list, even when Pillow could decode it: one rule for the command line and the service.
+The one use of a name: a file with a DICOM suffix (``.dcm``) whose content is not recognised is
+still tried as DICOM, since old archives write DICOM without the ``DICM`` preamble.
+Only regular files are opened: a directory, a FIFO, a socket or a device raises
+:class:`NotAnImageError` ("not a regular file") without being opened. A file whose name is not
+valid UTF-8 reads like any other; messages show such a name with its bytes as ``\\xNN``
+(:func:`escape_path`). Dataset discovery leaves such files out, and lists them, since their names
+cannot be written into covidcxr's UTF-8 split and report files (:mod:`covidcxr.data.layouts`).
 
 How each format gets there:
 
 * PNG / JPEG (Pillow), 8- or 16-bit; grey, RGB, RGBA, palette and the other Pillow modes. Colour
   is reduced to luma (ITU-R 601, Pillow's ``convert("L")``); alpha is dropped (X-rays are opaque);
   the EXIF orientation of JPEGs is applied. 8-bit values are divided by 255, 16-bit by 65535.
-* DICOM (pydicom): the first frame, then the Modality LUT / rescale, then the first VOI LUT or
-  window when the file has one (scaled from that LUT's output range to [0, 1]); without a VOI the
-  image is min-max scaled. MONOCHROME1 (and an INVERSE presentation LUT) is inverted so that bone
-  is bright. Compressed transfer syntaxes decode through pydicom's plugins (RLE and JPEG baseline
-  always work; JPEG 2000, HTJ2K and JPEG-LS need ``pip install 'covidcxr[dicom]'``).
+* DICOM (pydicom, in :mod:`covidcxr.dicom`): the first frame, then the Modality LUT / rescale,
+  then the first VOI LUT or window when the file has one (scaled from that LUT's output range
+  to [0, 1]); without a VOI the image is min-max scaled. MONOCHROME1 (and an INVERSE
+  presentation LUT) is inverted so that bone is bright. Compressed transfer syntaxes decode
+  through pydicom's plugins (RLE and JPEG baseline always work; JPEG 2000, HTJ2K and JPEG-LS
+  need ``pip install 'covidcxr[dicom]'``). Header values that are not finite (NaN, infinity):
+  a window or VOI LUT that cannot be applied is ignored with a logged warning (also in
+  :attr:`LoadedImage.notes`) and the image min-max scaled, since a window only sets contrast;
+  a RescaleSlope / RescaleIntercept that is not finite raises :class:`NonFiniteValueError`,
+  since nothing recovers what the stored values mean.
 
 Masks (:func:`read_mask`) go through the same reader and are thresholded at 0.5.
 
 Bad files raise a subclass of :class:`ImageReadError` (itself a ``ValueError``) that names the
-file, says what is wrong and, where there is one, how to fix it. A missing file raises
-``FileNotFoundError``.
+file, says what is wrong and, where there is one, how to fix it. A missing file (or a broken
+symbolic link) raises ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
+import os
+import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,6 +70,12 @@ DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
 
+#: What :func:`load_image` and :func:`load_image_bytes` read, as :func:`detect_format` names them.
+SUPPORTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "DICOM")
+_SUPPORTED_HINT = "Supported: PNG and JPEG (8/16-bit), DICOM with pixel data."
+# Bytes looked at to recognise a format (DICOM's preamble ends at byte 132).
+_HEADER_BYTES = 256
+
 
 class ImageReadError(ValueError):
     """A file could not be read as an image. ``path`` names it, ``reason`` says why."""
@@ -53,7 +84,7 @@ class ImageReadError(ValueError):
         self.path = Path(path)
         self.reason = reason
         self.hint = hint
-        message = f"{self.path}: {reason}"
+        message = f"{escape_path(self.path)}: {reason}"
         super().__init__(f"{message}. {hint}" if hint else message)
 
 
@@ -62,7 +93,16 @@ class EmptyFileError(ImageReadError):
 
 
 class NotAnImageError(ImageReadError):
-    """The file is neither a supported image format nor DICOM."""
+    """The file is neither a supported image format nor DICOM (or not a regular file at all)."""
+
+
+class UnsupportedFormatError(NotAnImageError):
+    """The content is an image (or document, archive) of a format covidcxr does not read;
+    ``detected`` names it (``"GIF"``, ``"TIFF"``...)."""
+
+    def __init__(self, path: str | Path, detected: str, reason: str, hint: str = "") -> None:
+        self.detected = detected
+        super().__init__(path, reason, hint)
 
 
 class TruncatedImageError(ImageReadError):
@@ -85,6 +125,11 @@ class UnsupportedImageError(ImageReadError):
     """A readable file whose content covidcxr does not handle (e.g. a 3-D volume)."""
 
 
+class NonFiniteValueError(ImageReadError):
+    """NaN or infinite values: in a DICOM header value the pixels depend on (RescaleSlope,
+    RescaleIntercept), in float pixel data, or in the decoded image."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What the file itself says about the image, before conversion to the convention.
@@ -102,53 +147,53 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An image in the covidcxr convention, ``image`` (H, W) float32 in [0, 1], with its info."""
+    """An image in the covidcxr convention, ``image`` (H, W) float32 in [0, 1], with its info.
+
+    ``notes`` are the warnings logged while reading it (e.g. a DICOM window that could not be
+    applied, so the image was min-max scaled instead); empty for a clean read.
+    """
 
     image: np.ndarray
     info: ImageInfo
+    notes: tuple[str, ...] = ()
 
 
 def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Read a PNG, JPEG or DICOM file into the covidcxr convention (see the module docstring).
 
-    Raises ``FileNotFoundError`` for a missing file and an :class:`ImageReadError` subclass for a
-    file that is empty, not an image, truncated, too large or (DICOM) without pixel data.
+    Raises ``FileNotFoundError`` for a missing file or a broken symbolic link, and an
+    :class:`ImageReadError` subclass for a file that is not a regular file, empty, of another
+    format (:class:`UnsupportedFormatError`), truncated, too large, (DICOM) without pixel data, or
+    whose values are not finite (:class:`NonFiniteValueError`).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if not path.is_file():
-        raise NotAnImageError(path, "is a directory, not an image file")
-    size = path.stat().st_size
-    if size == 0:
-        raise EmptyFileError(path, "the file is empty (0 bytes)", "Re-export or re-copy it.")
-    if is_dicom(path):
-        return _load_dicom(path, max_pixels, force=path.suffix.lower() in DICOM_SUFFIXES)
-    return _load_pillow(path, max_pixels)
+    with _open_regular_file(path) as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise EmptyFileError(path, "the file is empty (0 bytes)", "Re-export or re-copy it.")
+        header = handle.read(_HEADER_BYTES)
+        handle.seek(0)
+        return _load(path, handle, detect_format(header), path.suffix.lower(), max_pixels)
 
 
 def load_image_bytes(
     data: bytes, name: str = "upload", *, max_pixels: int = MAX_PIXELS
 ) -> LoadedImage:
     """:func:`load_image` for an image held in memory (an upload): nothing touches the disk.
-    ``name`` stands for the file in error messages. The format is sniffed from the content
-    (:func:`sniff_format`), never from a name."""
+
+    ``name`` stands for the file in error messages. The format is decided by the content, never
+    by a name, with the same rule as for files: PNG, JPEG and DICOM are read; any other format
+    raises :class:`UnsupportedFormatError` (``error.detected`` names it), content of no known
+    format :class:`NotAnImageError`. This is the one entry point a service should call on
+    uploaded bytes.
+    """
     if not data:
         raise EmptyFileError(name, "the file is empty (0 bytes)", "Re-export or re-copy it.")
-    kind = sniff_format(data)
-    if kind == "DICOM":
-        return _load_dicom(name, max_pixels, force=True, source=io.BytesIO(data))
-    if kind is None:
-        raise NotAnImageError(
-            name,
-            "is not a PNG, JPEG or DICOM image",
-            "Supported: PNG and JPEG (8/16-bit), DICOM with pixel data.",
-        )
-    return _load_pillow(name, max_pixels, source=io.BytesIO(data))
+    return _load(Path(name), io.BytesIO(data), detect_format(data[:_HEADER_BYTES]), "", max_pixels)
 
 
 def sniff_format(data: bytes) -> str | None:
-    """``"PNG"``, ``"JPEG"`` or ``"DICOM"`` from a file's first bytes, else None.
+    """``"PNG"``, ``"JPEG"`` or ``"DICOM"`` from a file's first bytes, else None (see
+    :func:`detect_format` for the name of an unsupported format).
 
     DICOM is recognised by its Part 10 preamble (``DICM`` at byte 128) or, for files written
     without one, by a first element in group 0x0008 (little-endian, as raw archives store it).
@@ -167,6 +212,68 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+# Formats recognised only to be refused by name: (name, what it is, test on the first bytes).
+_OTHER_FORMATS: tuple[tuple[str, str, Callable[[bytes], bool]], ...] = (
+    ("GIF", "a GIF image", lambda d: d[:6] in (b"GIF87a", b"GIF89a")),
+    (
+        "TIFF",
+        "a TIFF image",
+        lambda d: d[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    ),
+    (
+        "BMP",
+        "a BMP image",
+        lambda d: (
+            d[:2] == b"BM"
+            and int.from_bytes(d[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124)
+        ),
+    ),
+    ("WebP", "a WebP image", lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP"),
+    (
+        "JPEG 2000",
+        "a JPEG 2000 image",
+        lambda d: d.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n") or d[:4] == b"\xff\x4f\xff\x51",
+    ),
+    (
+        "JPEG XL",
+        "a JPEG XL image",
+        lambda d: d[:2] == b"\xff\x0a" or d.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"),
+    ),
+    (
+        "HEIF",
+        "a HEIF / AVIF image",
+        lambda d: (
+            d[4:8] == b"ftyp"
+            and d[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis")
+        ),
+    ),
+    ("PSD", "a Photoshop (PSD) image", lambda d: d[:4] == b"8BPS"),
+    (
+        "PNM",
+        "a PNM (PBM / PGM / PPM) image",
+        lambda d: len(d) > 2 and d[:1] == b"P" and d[1:2] in b"123456" and d[2:3] in b" \t\r\n",
+    ),
+    ("PDF", "a PDF document", lambda d: d[:5] == b"%PDF-"),
+    ("ZIP", "a ZIP archive", lambda d: d[:4] in (b"PK\x03\x04", b"PK\x05\x06")),
+    ("gzip", "a gzip-compressed file", lambda d: d[:2] == b"\x1f\x8b"),
+)
+
+
+def detect_format(data: bytes) -> str | None:
+    """The format of a file from its first bytes (256 are enough): one of
+    :data:`SUPPORTED_FORMATS` (as :func:`sniff_format`), else the name of a format covidcxr
+    recognises in order to refuse it clearly (``"GIF"``, ``"TIFF"``, ``"BMP"``, ``"WebP"``,
+    ``"JPEG 2000"``, ``"JPEG XL"``, ``"HEIF"``, ``"PSD"``, ``"PNM"``, ``"PDF"``, ``"ZIP"``,
+    ``"gzip"``), else None."""
+    supported = sniff_format(data)
+    if supported is not None:
+        return supported
+    for name, _, matches in _OTHER_FORMATS:
+        if matches(data):
+            return name
+    return None
+
+
 def read_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into a float32 ``(H, W)`` array in ``[0, 1]``, bright = dense."""
     return load_image(path, max_pixels=max_pixels).image
@@ -179,47 +286,195 @@ def read_mask(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def is_dicom(path: str | Path) -> bool:
     """True when the file has a DICOM suffix or starts like DICOM (:func:`sniff_format`: the
-    ``DICM`` preamble, or a bare first header element)."""
+    ``DICM`` preamble, or a bare first header element). Only regular files are opened, so a
+    FIFO never blocks this."""
     path = Path(path)
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
-        with path.open("rb") as handle:
-            return sniff_format(handle.read(256)) == "DICOM"
-    except OSError:
+        with _open_regular_file(path) as handle:
+            return sniff_format(handle.read(_HEADER_BYTES)) == "DICOM"
+    except (OSError, ImageReadError):
         return False
+
+
+def escape_path(path: str | Path) -> str:
+    """``path`` as text that any terminal and UTF-8 file can hold: a name that is not valid
+    UTF-8 (bytes that Python keeps as surrogate escapes) shows those bytes as ``\\xNN``."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that no file system produced
+            return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return text
+
+
+def is_utf8_path(path: str | Path) -> bool:
+    """False for a path holding bytes that are not valid UTF-8 (on Linux, a file name written in
+    another encoding): such a name cannot be written into covidcxr's UTF-8 CSV and JSON files."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, in words: ``"a regular file"``, ``"a directory"``, ``"a FIFO
+    (named pipe)"``, ``"a socket"``, ``"a character device"``, ``"a block device"``..."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+#: Why a file whose name is not valid UTF-8 is left out of a dataset, and how to fix it.
+NOT_UTF8_REASON = (
+    "its name is not valid UTF-8 (shown here with \\xNN escapes), and covidcxr writes file "
+    "names into UTF-8 split, metrics and report files, so it is left out; rename it to a UTF-8 "
+    "name (for a Latin-1 name: convmv -f latin1 -t utf8 --notest FILE)"
+)
+
+
+def file_problem(path: str | Path) -> str | None:
+    """None for a regular file (or a symbolic link to one), else why ``path`` cannot be read as
+    one, in words that follow its name: ``"is missing"``, ``"is a broken symbolic link
+    (...)"``, ``"is a directory, ..."``, ``"is a FIFO (named pipe), not a regular file"``...
+    Only ``stat`` is used: nothing is opened, so a FIFO cannot block this."""
+    problem = _stat_problem(Path(path))
+    return None if problem is None else problem[1]
+
+
+def _stat_problem(path: Path) -> tuple[type[Exception], str, str] | None:
+    """``(exception type, reason, hint)`` for a path that is not a regular file, else None."""
+    not_opened = "It was not opened. Give the path of an image file."
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            return FileNotFoundError, "is missing", ""
+        target = escape_path(os.readlink(path))
+        reason = f"is a broken symbolic link (it points to {target}, which does not exist)"
+        return FileNotFoundError, reason, "Fix or remove the link."
+    except OSError as error:
+        if not os.path.islink(path):
+            raise
+        reason = f"is a symbolic link that cannot be followed ({error.strerror})"
+        return NotAnImageError, reason, not_opened
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return NotAnImageError, "is a directory, not an image file", ""
+    return NotAnImageError, f"is {file_kind(mode)}, not a regular file", not_opened
+
+
+def _open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, once ``stat`` has shown it is a regular file.
+
+    Nothing else is ever opened: opening a FIFO would block, and opening a device can have side
+    effects. The descriptor is opened non-blocking and checked again, so a file swapped for a
+    FIFO between the two steps still cannot block.
+    """
+    problem = _stat_problem(path)
+    if problem is not None:
+        kind, reason, hint = problem
+        if kind is FileNotFoundError:
+            message = "no such file" if reason == "is missing" else f"{reason}. {hint}"
+            raise FileNotFoundError(f"{escape_path(path)}: {message}")
+        raise NotAnImageError(path, reason, hint)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAnImageError(path, f"is {file_kind(mode)}, not a regular file; not read")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _load(
+    path: Path, source: BinaryIO, kind: str | None, suffix: str, max_pixels: int
+) -> LoadedImage:
+    """The one dispatch by content (``kind``, from :func:`detect_format`) for files and bytes;
+    ``suffix`` only lets a ``.dcm`` file of unrecognised content be tried as DICOM."""
+    if kind == "DICOM" or (kind is None and suffix in DICOM_SUFFIXES):
+        from covidcxr.dicom import load_dicom
+
+        loaded = load_dicom(path, max_pixels, source)
+    elif kind in ("PNG", "JPEG"):
+        loaded = _load_pillow(path, max_pixels, source, kind)
+    elif kind is not None:
+        what = next(text for name, text, _ in _OTHER_FORMATS if name == kind)
+        named = f" despite its {suffix} name" if suffix else ""
+        raise UnsupportedFormatError(
+            path,
+            kind,
+            f"is {what} (recognised from its content{named}), not a PNG, JPEG or DICOM image",
+            f"{_SUPPORTED_HINT} Convert it to PNG first (any image editor, or Pillow: "
+            "Image.open(path).save('image.png')).",
+        )
+    else:
+        raise NotAnImageError(path, "is not a PNG, JPEG or DICOM image", _SUPPORTED_HINT)
+    return _checked(path, loaded)
+
+
+def _checked(path: Path, loaded: LoadedImage) -> LoadedImage:
+    """The last guard of the convention: a finite float32 (H, W) array in [0, 1]."""
+    image = loaded.image
+    if image.ndim != 2 or image.size == 0:
+        raise UnsupportedImageError(path, f"decodes to an array of shape {image.shape}, not (H, W)")
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = int(image.size - np.count_nonzero(finite))
+        raise NonFiniteValueError(
+            path,
+            f"{bad:,} of its {image.size:,} pixels decode to NaN or infinity",
+            "Re-export the image from its source (for DICOM, check its header values in a viewer).",
+        )
+    if image.dtype != np.float32 or float(image.min()) < 0.0 or float(image.max()) > 1.0:
+        image = np.clip(image, 0.0, 1.0).astype(np.float32)
+        loaded = LoadedImage(image=image, info=loaded.info, notes=loaded.notes)
+    return loaded
 
 
 # --------------------------------------------------------------------------------------------
 # PNG / JPEG
 
+# The Pillow plugins allowed for each recognised format: Pillow must not pick another one.
+# (JPEG's factory itself returns an MPO image for a multi-picture JPEG; naming "MPO" here would
+# fail with a KeyError until that plugin happens to be registered.)
+_PILLOW_FORMATS = {"PNG": ["PNG"], "JPEG": ["JPEG"]}
 
-def _load_pillow(path: str | Path, max_pixels: int, source: BinaryIO | None = None) -> LoadedImage:
+
+def _load_pillow(path: Path, max_pixels: int, source: BinaryIO, kind: str) -> LoadedImage:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
     try:
         # Pillow's own bomb check (a warning, then an error) would fire at its own limit; ours
         # comes first, before any pixel is decoded, and is an error.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(path if source is None else source)
+            opened = Image.open(source, formats=_PILLOW_FORMATS[kind])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageTooLargeError(path, f"declares an image too large to decode ({error})") from None
     except UnidentifiedImageError:
-        kind = _sniff_source(path, source)
-        if kind is not None:
-            raise TruncatedImageError(
-                path,
-                f"starts like a {kind} file but its header is corrupt or cut off",
-                "Re-export or re-copy the file.",
-            ) from None
-        raise NotAnImageError(
+        raise TruncatedImageError(
             path,
-            "is not a PNG, JPEG or DICOM image",
-            "Supported: PNG and JPEG (8/16-bit), DICOM with pixel data.",
+            f"starts like a {kind} file but its header is corrupt or cut off",
+            "Re-export or re-copy the file.",
         ) from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise TruncatedImageError(path, f"the image header is corrupt ({error})") from None
 
     with opened as image:
@@ -232,35 +487,23 @@ def _load_pillow(path: str | Path, max_pixels: int, source: BinaryIO | None = No
             )
         try:
             image.load()
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):
                 image = ImageOps.exif_transpose(image)
+            info = ImageInfo(
+                format=opened.format or kind,
+                width=width,
+                height=height,
+                mode=image.mode,
+                bit_depth=_pillow_bit_depth(image.mode),
+            )
+            array = _pillow_to_unit_grey(image)
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise TruncatedImageError(
                 path,
                 f"the image data is truncated or corrupt ({error})",
                 "Re-export or re-copy the file.",
             ) from None
-        info = ImageInfo(
-            format=opened.format or path.suffix.lstrip(".").upper(),
-            width=width,
-            height=height,
-            mode=image.mode,
-            bit_depth=_pillow_bit_depth(image.mode),
-        )
-        array = _pillow_to_unit_grey(image)
     return LoadedImage(image=array, info=info)
-
-
-def _sniff_source(path: Path, source: BinaryIO | None) -> str | None:
-    """:func:`sniff_format` of the first bytes of ``source`` (or of the file at ``path``)."""
-    try:
-        if source is not None:
-            source.seek(0)
-            return sniff_format(source.read(256))
-        with path.open("rb") as handle:
-            return sniff_format(handle.read(256))
-    except OSError:
-        return None
 
 
 def _pillow_bit_depth(mode: str) -> int:
@@ -286,178 +529,6 @@ def _pillow_to_unit_grey(image) -> np.ndarray:
     elif mode != "L":
         image = image.convert("L")
     return np.asarray(image, dtype=np.float32) / 255.0
-
-
-# --------------------------------------------------------------------------------------------
-# DICOM
-
-# Which pip packages decode which compressed transfer syntaxes (pydicom's plugin names).
-_DICOM_DECODER_HINTS: dict[str, str] = {
-    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000
-    "1.2.840.10008.1.2.4.201": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K lossless
-    "1.2.840.10008.1.2.4.202": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K lossless RPCL
-    "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K
-    "1.2.840.10008.1.2.4.57": "python-gdcm",  # JPEG lossless
-    "1.2.840.10008.1.2.4.70": "python-gdcm",  # JPEG lossless SV1
-}
-
-
-def _load_dicom(
-    path: str | Path, max_pixels: int, force: bool, source: BinaryIO | None = None
-) -> LoadedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    path = Path(path)
-    try:
-        dataset = pydicom.dcmread(path if source is None else source, force=force)
-    except InvalidDicomError:
-        raise NotAnImageError(path, "is not a valid DICOM file") from None
-    except Exception as error:  # pydicom raises many kinds on corrupt headers
-        raise TruncatedImageError(
-            path, f"the DICOM header is truncated or corrupt ({type(error).__name__}: {error})"
-        ) from None
-    try:
-        return _dicom_image(path, dataset, max_pixels)
-    except ImageReadError:
-        raise
-    except Exception as error:  # values pydicom cannot apply (bad LUTs, VRs, rescale...)
-        raise TruncatedImageError(
-            path,
-            f"the DICOM file cannot be converted to an image ({type(error).__name__}: {error})",
-            "Check the file with a DICOM viewer; re-export it from the archive.",
-        ) from None
-
-
-def _dicom_image(path: Path, dataset, max_pixels: int) -> LoadedImage:
-    """The image of a parsed DICOM dataset, in the covidcxr convention."""
-    if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        modality = dataset.get("Modality", "unknown modality")
-        sop = getattr(dataset.get("SOPClassUID", None), "name", "unknown SOP class")
-        raise MissingPixelDataError(
-            path,
-            f"the DICOM file has no pixel data ({modality}, {sop})",
-            "Export the image series rather than reports or header-only objects.",
-        )
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise TruncatedImageError(path, "the DICOM file lacks Rows / Columns") from None
-    if rows * columns > max_pixels:
-        raise ImageTooLargeError(
-            path,
-            f"declares {columns}×{rows} pixels, more than the allowed {max_pixels:,}",
-            "If this is a genuine image, pass a larger max_pixels.",
-        )
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    info = ImageInfo(
-        format="DICOM",
-        width=columns,
-        height=rows,
-        mode=photometric,
-        bit_depth=int(dataset.get("BitsStored", dataset.get("BitsAllocated", 0)) or 0),
-    )
-    pixels = _decode_dicom_pixels(path, dataset)
-    return LoadedImage(image=_dicom_to_unit_grey(pixels, dataset, photometric), info=info)
-
-
-def _decode_dicom_pixels(path: Path, dataset) -> np.ndarray:
-    from pydicom.pixels import pixel_array
-
-    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
-    try:
-        # Only the first frame of a multi-frame object is decoded: radiographs are single-frame.
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-        pixels = pixel_array(dataset, index=0 if frames > 1 else None)
-    except (RuntimeError, NotImplementedError) as error:
-        message = str(error)
-        compressed = False
-        with contextlib.suppress(Exception):  # an unknown syntax UID has no is_compressed
-            compressed = syntax is not None and bool(syntax.is_compressed)
-        if compressed and (
-            "missing" in message.lower() or "no pixel data decoders" in message.lower()
-        ):
-            packages = _DICOM_DECODER_HINTS.get(
-                str(syntax), "pylibjpeg pylibjpeg-openjpeg pyjpegls"
-            )
-            raise DicomDecoderMissingError(
-                path,
-                f"its pixel data is compressed with {syntax.name} ({syntax}) and no installed "
-                "decoder plugin handles it",
-                f"Install one: pip install {packages}  (or pip install 'covidcxr[dicom]').",
-            ) from None
-        raise TruncatedImageError(
-            path, f"the DICOM pixel data cannot be decoded ({error})"
-        ) from None
-    except (ValueError, EOFError, KeyError, AttributeError, TypeError) as error:
-        raise TruncatedImageError(
-            path, f"the DICOM pixel data is truncated or corrupt ({error})"
-        ) from None
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        raise UnsupportedImageError(
-            path, f"has pixel data of shape {pixels.shape}, not a 2-D image"
-        )
-    return pixels
-
-
-def _dicom_to_unit_grey(pixels: np.ndarray, dataset, photometric: str) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
-
-    if photometric == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, dataset)
-    if pixels.ndim == 3:  # colour (RGB after pydicom's YBR conversion): reduce to luma
-        rgb = pixels[..., :3].astype(np.float64)
-        return _min_max(rgb @ np.array([0.299, 0.587, 0.114]))
-
-    values = apply_modality_lut(pixels, dataset)
-    voi_items = dataset.get("VOILUTSequence") or []
-    has_lut = bool(voi_items) and "LUTDescriptor" in voi_items[0] and "LUTData" in voi_items[0]
-    # A window of zero (or negative) width maps nothing: treat the image as unwindowed.
-    has_window = (
-        "WindowCenter" in dataset and "WindowWidth" in dataset and _first_window(dataset)[1] >= 1
-    )
-    if has_lut:
-        descriptor = [int(v) for v in voi_items[0].LUTDescriptor]
-        entries, first_mapped = descriptor[0] or 65536, descriptor[1]
-        domain = np.arange(first_mapped, first_mapped + entries, dtype=np.int64)
-        lut_out = apply_voi(domain, dataset).astype(np.float64)
-        low, high = float(lut_out.min()), float(lut_out.max())
-        values = apply_voi(np.rint(values).astype(np.int64), dataset).astype(np.float64)
-        grey = _scale(values, low, high)
-    elif has_window and photometric in ("MONOCHROME1", "MONOCHROME2"):
-        windowed = apply_windowing(values.astype(np.float64), dataset)
-        # The window maps to [y_min, y_max]; probing far outside the window gives that range.
-        centre, width = _first_window(dataset)
-        probe = np.array([centre - 100 * abs(width) - 1, centre + 100 * abs(width) + 1])
-        low, high = apply_windowing(probe, dataset).tolist()
-        grey = _scale(windowed, min(low, high), max(low, high))
-    else:
-        grey = _min_max(values.astype(np.float64))
-
-    inverse = str(dataset.get("PresentationLUTShape", "")).upper() == "INVERSE"
-    if (photometric == "MONOCHROME1") != inverse:
-        grey = 1.0 - grey
-    return grey.astype(np.float32)
-
-
-def _first_window(dataset) -> tuple[float, float]:
-    def first(element) -> float:
-        return float(element.value[0]) if element.VM > 1 else float(element.value)
-
-    return first(dataset["WindowCenter"]), first(dataset["WindowWidth"])
-
-
-def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    if high <= low:
-        return np.zeros_like(values, dtype=np.float64)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
-
-
-def _min_max(values: np.ndarray) -> np.ndarray:
-    return _scale(values, float(values.min()), float(values.max()))
 
 
 def unique_name(name: str, used: set[str]) -> str:

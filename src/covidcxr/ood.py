@@ -162,10 +162,9 @@ class FeatureReference:
 
     def save(self, path: str | Path) -> Path:
         """Write the reference (safetensors, float64), atomically."""
-        import os
-
         import torch
-        from safetensors.torch import save_file
+
+        from covidcxr.tensorfile import save_tensors
 
         path = Path(path)
         tensors = {
@@ -179,11 +178,7 @@ class FeatureReference:
             "template_threshold": repr(float(self.template_threshold)),
             "quantile": repr(float(self.quantile)),
         }
-        partial = path.with_name(f".{path.name}.partial")
-        save_file(tensors, str(partial), metadata=metadata)
-        os.chmod(partial, 0o644)  # safetensors writes the file private (0600)
-        os.replace(partial, path)
-        return path
+        return save_tensors(path, tensors, metadata)
 
 
 def _distance(features, mean, components, variances, residual_variance, width):

@@ -15,6 +15,12 @@ Output formats, chosen by the suffix of ``out``:
 * ``.jsonl`` — one JSON object per line, the same fields;
 * ``.json`` — ``{"class_names", "predictions": [...], "failures": [...]}``, one prediction per
   line while it is written, so a cut-off file can be resumed.
+
+Any other suffix is refused (an X-ray named as ``out`` would otherwise be overwritten), and so
+is an existing ``out`` unless ``resume`` (continue it) or ``force`` (replace it). Beside the
+output, ``<out>.model.json`` records which model wrote it (:meth:`Classifier.identity`: the
+SHA-256 of its weights); ``resume`` refuses a file written by another model, so that one file
+never mixes two models' rows.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ import numpy as np
 CHUNK = 256
 LUNG_CHUNK = 16
 RUNTIMES = ("torch", "onnx")
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+"""Output suffix -> format."""
+MODEL_SUFFIX = ".model.json"
+"""Beside an output: which model wrote it."""
 
 # How the JSON output is laid out, so that a resumed run can find the rows written so far.
 _JSON_ROW_PREFIX = "    "
@@ -100,6 +110,7 @@ def predict_files(
     *,
     runtime: str = "torch",
     resume: bool = False,
+    force: bool = False,
     keep_rows: bool | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     warn: Callable[[str], None] | None = None,
@@ -121,13 +132,18 @@ def predict_files(
             saved with it).
         runtime: ``"torch"`` or ``"onnx"`` (ONNX Runtime on the model's exported
             ``model.onnx``; see :mod:`covidcxr.export`).
-        resume: skip files already in ``out`` and append to it; without it ``out`` is replaced.
+        resume: skip files already in ``out`` and append to it (refused when another model
+            wrote it).
+        force: replace an existing ``out``; without ``resume`` or ``force`` an existing ``out``
+            is refused.
         keep_rows: keep every row in ``result.rows`` (default: only when ``out`` is None).
         on_rows: called with each chunk's rows as they are predicted.
         warn: called with a message when ``resume`` finds rows that match none of the inputs.
     """
     from covidcxr.engine.perf import tune_allocator
 
+    if out is not None:
+        check_output(out, inputs, resume=resume, force=force)
     tune_allocator()
     classifier = _load_classifier(model, runtime)
     if seg_model is not None:
@@ -140,7 +156,12 @@ def predict_files(
             warn(message)
     keep = out is None if keep_rows is None else keep_rows
     checked = bool(classifier.card.ood)
-    writer = _Writer(Path(out), names, resume, checked) if out is not None else None
+    writer = None
+    if out is not None:
+        identity = classifier.identity()
+        _check_identity(Path(out), identity, resume, warn)
+        writer = _Writer(Path(out), names, resume, checked)
+        _write_identity(Path(out), identity)
     result = PredictionResult(out=writer.path if writer else None)
     # Lung focusing needs each image at full resolution, so fewer of them travel at once.
     lungs = classifier.lung_mode != "none"
@@ -183,6 +204,79 @@ def predict_files(
         if writer is not None:
             writer.close(result.failures)
     return result
+
+
+def check_output(
+    out: str | Path, inputs: Sequence[str | Path], *, resume: bool = False, force: bool = False
+) -> None:
+    """Refuse an ``out`` that :func:`predict_files` must not write: a folder, a suffix other
+    than :data:`OUTPUT_FORMATS`, one of the ``inputs``, or an existing file without ``resume``
+    or ``force``. Raises ``ValueError`` (``FileExistsError`` for the last) saying what to do."""
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give --out a file name ending in {_suffixes()}")
+    if out.suffix.lower() not in OUTPUT_FORMATS:
+        raise ValueError(
+            f"{out}: predictions are written as {_suffixes()}, chosen by the suffix; "
+            f"{out.suffix or 'no suffix'} is none of them"
+        )
+    target = os.path.realpath(out)
+    for item in inputs:
+        if os.path.realpath(Path(item).expanduser()) == target:
+            raise ValueError(f"{out}: is one of the inputs; write the predictions elsewhere")
+    if resume and force:
+        raise ValueError("--resume and --force contradict each other: keep the file, or replace it")
+    if out.exists() and not (resume or force):
+        raise FileExistsError(
+            f"{out}: already exists; pass --resume to continue it, --force to replace it, or "
+            "choose another file"
+        )
+
+
+def _suffixes() -> str:
+    return ", ".join(OUTPUT_FORMATS)
+
+
+def identity_path(out: str | Path) -> Path:
+    """Where the identity of the model that wrote ``out`` is kept."""
+    out = Path(out)
+    return out.with_name(out.name + MODEL_SUFFIX)
+
+
+def _check_identity(
+    out: Path, identity: dict[str, Any], resume: bool, warn: Callable[[str], None] | None
+) -> None:
+    if not (resume and out.is_file()):
+        return
+    recorded_path = identity_path(out)
+    if not recorded_path.is_file():
+        if warn is not None:
+            warn(
+                f"{out}: no {recorded_path.name} says which model wrote it (written by an older "
+                "covidcxr); its rows are kept as they are"
+            )
+        return
+    try:
+        recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{recorded_path}: unreadable ({error}); delete it to resume anyway, or write to a "
+            "new file"
+        ) from None
+    if recorded.get("sha256") != identity["sha256"]:
+        raise ValueError(
+            f"{out}: written by {recorded.get('model')} ({recorded.get('weights')}, weights "
+            f"{str(recorded.get('sha256'))[:12]}…), not by this model ({identity['model']}, "
+            f"{identity['weights']}, weights {identity['sha256'][:12]}…); resume with the model "
+            "that wrote it, or write to a new file"
+        )
+
+
+def _write_identity(out: Path, identity: dict[str, Any]) -> None:
+    path = identity_path(out)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,10 +327,10 @@ def _decode_ahead(
 ) -> Iterator[tuple[list[Path], list[tuple[np.ndarray | None, str | None]]]]:
     """Chunks of ``files`` with their decoded, resized images. With workers, the next chunk
     is decoded while the caller works on the current one (two chunks in memory at most)."""
-    from concurrent.futures import ProcessPoolExecutor
     from itertools import islice
 
     from covidcxr.data.scan import default_workers
+    from covidcxr.pool import process_pool
 
     count = default_workers() if workers is None else workers
     chunks = iter(lambda: list(islice(files, chunk_size)), [])
@@ -244,7 +338,7 @@ def _decode_ahead(
         for chunk in chunks:
             yield chunk, [_read_resized((path, size)) for path in chunk]
         return
-    executor = ProcessPoolExecutor(max_workers=count)
+    executor = process_pool(count)
 
     def submit(chunk: list[Path]) -> Any:
         jobs = [(path, size) for path in chunk]
@@ -321,8 +415,7 @@ class _Writer:
     def __init__(
         self, path: Path, class_names: list[str], resume: bool, checked: bool = False
     ) -> None:
-        suffix = path.suffix.lower()
-        self.format = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "json")
+        self.format = OUTPUT_FORMATS[path.suffix.lower()]
         self.path = path
         self.class_names = class_names
         self.columns = ["path", "predicted", "confidence", *[f"p_{n}" for n in class_names]]

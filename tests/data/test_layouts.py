@@ -295,3 +295,117 @@ def test_labels_are_fixed() -> None:
 )
 def test_source_from_url(url: str, source: str | None) -> None:
     assert source_from_url(url) == source
+
+
+# --------------------------------------------------------------------------- entries left out
+
+
+def test_broken_links_fifos_and_names_not_utf8_are_listed_not_dropped(tmp_path: Path) -> None:
+    import os
+
+    for i in (1, 2):
+        write_png(tmp_path / "Normal" / f"Normal-{i}.png", gradient())
+        write_png(tmp_path / "COVID" / f"COVID-{i}.png", gradient())
+    (tmp_path / "Normal" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(tmp_path / "COVID" / "pipe.png")
+    os.mkfifo(tmp_path / "COVID" / "IM0001")  # suffix-less: would be sniffed if it were a file
+    latin1 = tmp_path / "Normal" / os.fsdecode(b"Normal-\xe9t\xe9.png")
+    write_png(latin1, gradient())
+
+    index = discover(tmp_path)  # must not block on the FIFOs
+    assert index.counts() == {"Normal": 2, "COVID": 2, "Viral Pneumonia": 0}
+    reasons = {path.name: reason for path, reason in index.problems}
+    assert "broken symbolic link" in reasons["gone.png"] and "deleted.png" in reasons["gone.png"]
+    assert "FIFO" in reasons["pipe.png"] and "not a regular file" in reasons["pipe.png"]
+    assert "FIFO" in reasons["IM0001"]
+    escaped = "Normal-\\xe9t\\xe9.png"
+    assert "not valid UTF-8" in reasons[escaped] and "rename" in reasons[escaped]
+    for path, reason in index.problems:  # every listed entry prints
+        f"{path}: {reason}".encode()
+
+
+def _manifest(tmp_path: Path, rows: list[str]) -> Path:
+    manifest = tmp_path / "data" / "manifest.csv"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    return manifest
+
+
+def test_manifest_paths_outside_its_folder_need_allow_outside(tmp_path: Path) -> None:
+    write_png(tmp_path / "elsewhere" / "far.png", gradient())
+    write_png(tmp_path / "elsewhere" / "farther.png", gradient())
+    write_png(tmp_path / "data" / "img" / "near.png", gradient())
+    manifest = _manifest(
+        tmp_path,
+        [
+            "img/near.png,Normal",
+            "../elsewhere/far.png,COVID",
+            f"{tmp_path / 'elsewhere' / 'farther.png'},Viral Pneumonia",
+        ],
+    )
+    with pytest.raises(ValueError, match="outside the manifest's folder") as caught:
+        discover(manifest)
+    message = str(caught.value)
+    assert "line 3: ../elsewhere/far.png" in message and "line 4:" in message
+    assert "allow_outside=True" in message and "--allow-outside" in message
+    index = discover(manifest, allow_outside=True)
+    assert sorted(s.path.name for s in index.samples) == ["far.png", "farther.png", "near.png"]
+
+
+def test_manifest_absolute_path_inside_its_folder_is_fine(tmp_path: Path) -> None:
+    image = write_png(tmp_path / "data" / "img" / "a.png", gradient())
+    index = discover(_manifest(tmp_path, [f"{image},Normal", "img/../img/a.png,Normal"]))
+    assert [s.path for s in index.samples] == [image]
+    (reason,) = [r for _, r in index.problems]
+    assert "line 3" in reason and "listed again (first on line 2)" in reason
+
+
+def test_manifest_file_under_two_labels_is_refused_naming_the_rows(tmp_path: Path) -> None:
+    write_png(tmp_path / "data" / "img" / "a.png", gradient())
+    write_png(tmp_path / "data" / "img" / "b.png", gradient())
+    manifest = _manifest(
+        tmp_path, ["img/a.png,Normal", "img/b.png,COVID", "img/./a.png,covid-19", "img/b.png,1"]
+    )
+    with pytest.raises(ValueError, match=r"1 file\(s\) listed under two labels") as caught:
+        discover(manifest)
+    message = str(caught.value)
+    assert "a.png on line 2 (Normal) and line 4 (COVID)" in message
+    assert str(manifest) in message and "remove or correct" in message
+    # labels that are aliases of one class are no conflict: "1" is COVID
+    assert "b.png" not in message
+
+
+def test_manifest_missing_files_and_unknown_labels_are_counted_and_listed(tmp_path: Path) -> None:
+    import os
+
+    write_png(tmp_path / "data" / "img" / "a.png", gradient())
+    os.mkfifo(tmp_path / "data" / "img" / "pipe.png")
+    (tmp_path / "data" / "img" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    manifest = _manifest(
+        tmp_path,
+        [
+            "img/a.png,Normal",
+            "img/missing.png,COVID",
+            "img/a.png,pneumothorax",
+            ",Normal",
+            "img/pipe.png,COVID",
+            "img/gone.png,COVID",
+        ],
+    )
+    index = discover(manifest)
+    assert [s.path.name for s in index.samples] == ["a.png"]
+    reasons = [reason for _, reason in index.problems]
+    assert len(reasons) == 5
+    assert "line 3" in reasons[0] and "missing" in reasons[0]
+    assert "line 4" in reasons[1] and "unknown label 'pneumothorax'" in reasons[1]
+    assert "line 5" in reasons[2] and "empty path" in reasons[2]
+    assert "line 6" in reasons[3] and "not a regular file" in reasons[3]
+    assert "line 7" in reasons[4] and "broken symbolic link" in reasons[4]
+
+
+def test_manifest_that_is_not_utf8_names_itself(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(b"path,label\nimg/\xe9.png,Normal\n")
+    with pytest.raises(ValueError, match="not UTF-8") as caught:
+        discover(manifest)
+    assert str(manifest) in str(caught.value) and "save it as UTF-8" in str(caught.value)

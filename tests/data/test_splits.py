@@ -366,3 +366,46 @@ def test_split_dataset_keeps_duplicates_and_manifest_groups_together(
 
     again = split_dataset(manifest, tmp_path / "again.csv", seed=1, workers=0)
     assert again.splits == result.splits
+
+
+def test_write_split_csv_refuses_a_name_that_is_not_utf8_naming_it(tmp_path: Path) -> None:
+    import os
+
+    bad = tmp_path / os.fsdecode(b"Normal-\xff.png")
+    sample = Sample(path=bad, label=0, class_name="Normal")
+    with pytest.raises(ValueError, match="not valid UTF-8") as caught:
+        write_split_csv(tmp_path / "splits.csv", [sample], ["train"], tmp_path)
+    assert "Normal-\\xff.png" in str(caught.value) and "rename" in str(caught.value)
+    assert not (tmp_path / "splits.csv").exists()
+
+
+def test_split_dataset_lists_manifest_problems_and_refuses_outside_paths(
+    tmp_path: Path, real_dataset: Path
+) -> None:
+    from covidcxr.data.splits import split_dataset
+
+    data = tmp_path / "data"
+    rows = ["path,label"]
+    for class_name in REAL_CLASSES:
+        for source in sorted((real_dataset / class_name / "images").glob("*.png"))[:5]:
+            target = data / source.name
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            rows.append(f"{target.name},{class_name}")
+    rows += ["no-such.png,Normal", "COVID-1.png,tuberculosis"]
+    manifest = data / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+
+    result = split_dataset(manifest, tmp_path / "splits.csv", workers=0)
+    assert len(result.samples) == 15
+    problems = {path.name: reason for path, reason in result.problems}
+    assert "line 17" in problems["no-such.png"] and "missing" in problems["no-such.png"]
+    assert "line 18: unknown label 'tuberculosis'" in problems["manifest.csv"]
+    assert "2 entries skipped or wrong before reading" in result.describe()
+
+    (tmp_path / "outside.png").write_bytes((data / "COVID-1.png").read_bytes())
+    manifest.write_text("\n".join([*rows, "../outside.png,COVID"]) + "\n")
+    with pytest.raises(ValueError, match="allow_outside=True"):
+        split_dataset(manifest, tmp_path / "splits.csv", workers=0)
+    allowed = split_dataset(manifest, tmp_path / "splits.csv", workers=0, allow_outside=True)
+    assert len(allowed.samples) == 16

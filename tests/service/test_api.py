@@ -1,6 +1,8 @@
 """The HTTP API through FastAPI's TestClient: PNG / JPEG / DICOM, raw bodies, heatmaps and lung
-masks, every refusal (415, 400, 422, 413, 504), privacy (no disk, no patient tags, no logs),
-16 concurrent requests, the page and the OpenAPI schema."""
+masks, every refusal (415, 400, 422, 413, 503, 504), privacy (no disk, no patient tags, no
+logs), 16 concurrent requests, the page and the OpenAPI schema. Slow clients against the real
+server: ``test_slow_clients.py``; headers and hosts: ``test_security.py``; the memory budget:
+``test_budget.py``; a fuzzer on the schema: ``test_fuzz.py``."""
 
 from __future__ import annotations
 
@@ -105,6 +107,29 @@ def test_dicom_echoes_only_allowed_tags(client, tmp_path, caplog) -> None:
         assert secret not in caplog.text
 
 
+def test_a_damaged_dicom_header_leaves_no_patient_data_in_logs(
+    client, tmp_path, caplog, monkeypatch
+) -> None:
+    import warnings
+
+    from covidcxr.service.server import keep_uploads_out_of_logs
+
+    path = write_dicom(tmp_path / "study", np.zeros((8, 8), np.uint16), PatientName="Doe^Jane")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x08\x00\x16\x00UI")  # SOP Class UID: a length that runs over the name
+    data[at + 6 : at + 8] = (300).to_bytes(2, "little")
+    pydicom_log = logging.getLogger("pydicom")
+    monkeypatch.setattr(pydicom_log, "disabled", pydicom_log.disabled)  # restored afterwards
+    with warnings.catch_warnings(record=True) as warned, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        keep_uploads_out_of_logs()  # what serve() does before it starts
+        response = upload(client, bytes(data), name="study.dcm")
+    assert response.status_code == 422
+    assert "Doe" not in response.text
+    assert not [w for w in warned if "Doe" in str(w.message)]
+    assert "Doe" not in caplog.text
+
+
 def test_heatmap_and_lung_outline(lung_client, xray) -> None:
     response = upload(lung_client, xray.read_bytes(), "?heatmap=true&lungs=true")
     assert response.status_code == 200
@@ -166,6 +191,20 @@ def test_form_without_a_file_field(client, xray) -> None:
         "/predict", content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data"}
     )
     assert broken.status_code == 400
+
+
+def test_an_overlong_multipart_boundary_is_400_not_500(client, xray) -> None:
+    boundary = "b" * 300
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+    body = head.encode() + xray.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    response = client.post(
+        "/predict",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400
+    assert "boundary is 300 characters long; at most 256" in response.json()["detail"]
+    assert response.headers["connection"] == "close"  # the rest of the body was not read
 
 
 def test_a_request_past_its_deadline_is_504_and_its_work_abandoned(model, xray) -> None:

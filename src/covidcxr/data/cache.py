@@ -182,9 +182,10 @@ class ImageCache:
                 always with ``done == total`` at the end.
 
         Returns:
-            A :class:`CacheBatch`. Files that cannot be read (missing, empty, not an image,
-            corrupt) never raise: they are listed in ``failures`` and the others carry on.
-            Failures are not cached; they are tried again next time.
+            A :class:`CacheBatch`. Files that cannot be read (missing, a broken link, a FIFO or
+            device, a name that is not UTF-8, empty, not an image, corrupt, NaN pixels) never
+            raise: they are listed in ``failures`` and the others carry on. Failures are not
+            cached; they are tried again next time.
         """
         height, width = _check_target(size, kind)
         workers = _resolve_workers(workers)
@@ -197,10 +198,13 @@ class ImageCache:
         indices_of: dict[_FileKey, list[int]] = {}
         directories: dict[str, str] = {}
         for index, path in enumerate(paths):
+            if not image_io.is_utf8_path(path):  # SQLite keys are UTF-8 text
+                errors[index] = f"{image_io.escape_path(path)}: {image_io.NOT_UTF8_REASON}"
+                continue
             try:
                 key = _identify(path, directories)
             except OSError as error:
-                errors[index] = _describe(error)
+                errors[index] = _describe(error, path)
             else:
                 indices_of.setdefault(key, []).append(index)
 
@@ -474,8 +478,10 @@ def _decode_chunk(
     return results
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException, path: Path | str | None = None) -> str:
     if isinstance(error, FileNotFoundError):
+        if path is not None and os.path.islink(path):
+            return f"{image_io.escape_path(path)}: {image_io.file_problem(path)}"
         return f"file not found: {error.filename or error}"
     if isinstance(error, image_io.ImageReadError):
         return str(error)

@@ -21,7 +21,9 @@ class InspectReport:
     """Everything ``data inspect`` found. Paths are relative to ``root`` where possible.
 
     ``duplicate_groups`` lists groups of near-duplicate images (more than one member, largest
-    first); ``unreadable`` lists ``(path, reason)`` for images and masks that could not be read.
+    first); ``unreadable`` lists ``(path, reason)`` for images and masks that could not be read;
+    ``problems`` those for entries left out (or found wrong) before any image was read, such as
+    broken symbolic links, FIFOs, file names that are not UTF-8 and bad manifest rows.
     """
 
     root: str
@@ -65,15 +67,19 @@ def inspect_dataset(
     duplicates: bool = True,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    allow_outside: bool = False,
 ) -> InspectReport:
     """Discover the dataset at ``path``, decode every image once, and report on it.
 
     With ``out_dir``, also writes the exploratory figures there: ``class_counts.png``,
     ``samples_<Class>.png`` (one grid per class) and ``intensity_histograms.png``.
-    Unreadable files are listed in the report, never fatal.
+    Unreadable files are listed in the report, never fatal, and so are the entries skipped
+    before reading (``problems``: broken links, FIFOs, names that are not UTF-8, bad manifest
+    rows). ``allow_outside`` lets a manifest name files outside its folder.
     """
     started = time.perf_counter()
-    index = discover(path, num_classes)
+    index = discover(path, num_classes, allow_outside=allow_outside)
     samples = index.samples
     labels = np.array([s.label for s in samples], dtype=np.int64)
     chosen = _figure_samples(labels, len(index.class_names))
@@ -258,9 +264,11 @@ def format_report(report: InspectReport, max_listed: int = 10) -> str:
     if len(report.unreadable) > max_listed:
         lines.append(f"  ... {len(report.unreadable) - max_listed} more (see --json)")
     if report.problems:
-        lines.append(f"Other problems: {len(report.problems)}")
+        lines.append(f"Skipped or wrong before reading: {len(report.problems)}")
         for path, reason in report.problems[:max_listed]:
             lines.append(f"  {path}: {reason}")
+        if len(report.problems) > max_listed:
+            lines.append(f"  ... {len(report.problems) - max_listed} more (see --json)")
     if report.ignored_files:
         lines.append(f"Ignored (not images of a known class): {report.ignored_files} entries")
     if report.figures:

@@ -14,20 +14,40 @@
 * a folder above any of these (e.g. the one that holds ``COVID-19_Radiography_Dataset/``).
 
 Folder and label names are matched through the aliases in :mod:`covidcxr.data.classes`.
+
+What is left out, and said so
+-----------------------------
+Nothing is dropped silently: every entry that cannot be used goes into
+:attr:`DatasetIndex.problems` with its reason, for the commands to list. Left out are broken
+symbolic links, FIFOs, sockets and devices (never opened: a FIFO would block), files whose name
+is not valid UTF-8 (listed with ``\\xNN`` escapes; they cannot be written into covidcxr's UTF-8
+split and report files, so rename them), and, in a manifest, rows naming a missing file, rows
+with an unknown label or an empty path, and repeated rows. A manifest that lists one file under
+two labels is refused (``ValueError`` naming the rows), and so is one naming files outside its
+own folder (``../``, or an absolute path elsewhere) unless ``allow_outside=True``.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from covidcxr.data.classes import ALL_CLASS_NAMES, canonical_class_name, class_names
 from covidcxr.data.sample import Sample
-from covidcxr.io import SUPPORTED_SUFFIXES, is_dicom
+from covidcxr.io import (
+    NOT_UTF8_REASON,
+    SUPPORTED_SUFFIXES,
+    escape_path,
+    file_problem,
+    is_dicom,
+    is_utf8_path,
+)
 
 LAYOUT_RADIOGRAPHY = "radiography-database"
 LAYOUT_RADIOGRAPHY_FLAT = "radiography-database-flat"
@@ -48,9 +68,11 @@ class DatasetIndex:
     """Every labelled image found under ``root`` and what could not be used.
 
     ``excluded`` counts images of known classes outside this class setting (Lung Opacity with
-    three classes). ``problems`` lists ``(path, reason)`` for entries that could not be used
-    (a manifest row naming a missing file, an unreadable metadata sheet...). ``ignored`` lists
-    files and folders that are not images of a known class.
+    three classes). ``problems`` lists ``(path, reason)`` for the entries left out or found
+    wrong before any image is read: broken symbolic links, FIFOs and devices, names that are
+    not UTF-8 (the path then shown with ``\\xNN`` escapes), manifest rows naming a missing file
+    or an unknown label, an unreadable metadata sheet... ``ignored`` lists files and folders
+    that are not images of a known class.
     """
 
     root: Path
@@ -70,12 +92,17 @@ class DatasetIndex:
         return len(self.samples)
 
 
-def discover(path: str | Path, num_classes: int = 3) -> DatasetIndex:
+def discover(
+    path: str | Path, num_classes: int = 3, *, allow_outside: bool = False
+) -> DatasetIndex:
     """Index the dataset at ``path`` (a folder in any supported layout, or a CSV manifest).
 
     ``num_classes`` is 3 (Normal, COVID, Viral Pneumonia; the paper's setting) or 4 (adds Lung
-    Opacity). Raises ``FileNotFoundError`` when ``path`` does not exist and ``ValueError`` when no
-    supported layout is found there.
+    Opacity). ``allow_outside`` lets a manifest name files outside its own folder. Raises
+    ``FileNotFoundError`` when ``path`` does not exist and ``ValueError`` when no supported
+    layout is found there, or for a manifest that lists one file under two labels or (without
+    ``allow_outside``) names a file outside its folder. Entries left out are listed in
+    :attr:`DatasetIndex.problems`.
     """
     names = class_names(num_classes)
     path = Path(path).expanduser()
@@ -87,10 +114,10 @@ def discover(path: str | Path, num_classes: int = 3) -> DatasetIndex:
                 f"{path}: expected a dataset folder or a CSV manifest (path,label[,group,source]),"
                 f" got a {path.suffix or 'suffix-less'} file"
             )
-        return _read_manifest(path.resolve(), names)
+        return _read_manifest(path.resolve(), names, allow_outside)
     root = _locate_root(path.resolve())
     if root.is_file():
-        return _read_manifest(root, names)
+        return _read_manifest(root, names, allow_outside)
     return _read_class_folders(root, names)
 
 
@@ -176,8 +203,27 @@ def is_mask_path(relative: Path) -> bool:
     return any(part.lower() in _MASK_FOLDER_NAMES for part in relative.parts[:-1])
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+def _walk_files(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The regular files under ``folder`` (hidden ones left out), sorted, and ``(path, reason)``
+    for the entries that are neither a file nor a folder (broken links, FIFOs, devices)."""
+    files: list[Path] = []
+    unusable: list[tuple[Path, str]] = []
+    for path in sorted(folder.rglob("*")):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        problem = file_problem(path)
+        if problem is None:
+            files.append(path)
+        else:
+            unusable.append(
+                (_shown(path), f"left out: it {problem}; replace it with the image or remove it")
+            )
+    return files, unusable
+
+
+def _shown(path: Path) -> Path:
+    """``path`` fit to print: a name that is not UTF-8 with its bytes as ``\\xNN``."""
+    return path if is_utf8_path(path) else Path(escape_path(path))
 
 
 def _read_class_folders(root: Path, names: tuple[str, ...]) -> DatasetIndex:
@@ -194,11 +240,12 @@ def _read_class_folders(root: Path, names: tuple[str, ...]) -> DatasetIndex:
     flat_names = 0
     for class_name, class_dirs in folders.items():
         for class_dir in class_dirs:
-            images, masks, other = _split_images_and_masks(class_dir, newest)
+            images, masks, other, unusable = _split_images_and_masks(class_dir, newest)
             ignored.extend(other)
             if class_name not in names:
                 excluded[class_name] += len(images)
                 continue
+            problems.extend(unusable)
             sources, sheet_problem = _read_metadata_sheet(root, class_dir.name)
             if sheet_problem:
                 problems.append(sheet_problem)
@@ -241,25 +288,29 @@ def _flatten(folders: dict[str, list[Path]]) -> list[Path]:
 
 def _split_images_and_masks(
     class_dir: Path, newest: bool
-) -> tuple[list[Path], list[Path], list[Path]]:
-    """Images, masks and ignored (non-image) files under one class folder."""
+) -> tuple[list[Path], list[Path], list[Path], list[tuple[Path, str]]]:
+    """Images, masks, ignored (non-image) files and unusable entries (with their reasons)
+    under one class folder."""
     images: list[Path] = []
     masks: list[Path] = []
     other: list[Path] = []
     image_dir = class_dir / "images" if newest and (class_dir / "images").is_dir() else class_dir
-    for path in _walk_files(class_dir):
+    files, unusable = _walk_files(class_dir)
+    for path in files:
         if path.name.lower() in _IGNORED_NAMES:
             continue
         in_mask_folder = is_mask_path(path.relative_to(class_dir))
         if not is_image_file(path):
             other.append(path)
+        elif not is_utf8_path(path):
+            unusable.append((_shown(path), NOT_UTF8_REASON))
         elif in_mask_folder:
             masks.append(path)
         elif path.is_relative_to(image_dir):
             images.append(path)
         else:
             other.append(path)
-    return images, masks, other
+    return images, masks, other, unusable
 
 
 def _read_metadata_sheet(
@@ -332,58 +383,102 @@ def _natural_key(text: str) -> tuple:
 # CSV manifest
 
 
-def _read_manifest(manifest: Path, names: tuple[str, ...]) -> DatasetIndex:
+#: Most rows quoted in one error about a manifest (the rest are counted).
+MAX_ROWS_QUOTED = 10
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    path: Path
+    class_name: str
+
+
+def _read_manifest(manifest: Path, names: tuple[str, ...], allow_outside: bool) -> DatasetIndex:
     base = manifest.parent
     samples: list[Sample] = []
     excluded: Counter[str] = Counter()
     problems: list[tuple[Path, str]] = []
-    with manifest.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
-        missing = [c for c in ("path", "label") if c not in columns]
-        if missing:
-            raise ValueError(
-                f"{manifest}: a manifest needs the columns path,label (optional group, source, "
-                f"mask); missing {', '.join(missing)} (found: {', '.join(columns) or 'nothing'})"
+    first_row: dict[Path, _Row] = {}
+    conflicts: list[tuple[_Row, _Row]] = []
+    outside: list[tuple[int, str]] = []
+    for line, cells in _manifest_rows(manifest):
+        raw_path, raw_label = cells.get("path", ""), cells.get("label", "")
+        class_name = _manifest_class(raw_label)
+        if class_name is None:
+            problems.append(
+                (
+                    manifest,
+                    f"line {line}: unknown label {raw_label!r} (expected one of "
+                    f"{', '.join(ALL_CLASS_NAMES)}, an alias, or 0-3); the row is skipped",
+                )
             )
-
-        def cell(row: dict, column: str) -> str:
-            key = columns.get(column)
-            return (row.get(key) or "").strip() if key else ""
-
-        for line, row in enumerate(reader, start=2):
-            raw_path, raw_label = cell(row, "path"), cell(row, "label")
-            class_name = _manifest_class(raw_label)
-            if class_name is None:
+            continue
+        if not raw_path:
+            problems.append((manifest, f"line {line}: empty path; the row is skipped"))
+            continue
+        image = _manifest_path(base, raw_path)
+        row = _Row(line, image.path, class_name)
+        earlier = first_row.setdefault(image.resolved, row)
+        if earlier is not row:
+            if earlier.class_name != class_name:
+                conflicts.append((earlier, row))
+            else:
                 problems.append(
                     (
                         manifest,
-                        f"line {line}: unknown label {raw_label!r} (expected one of "
-                        f"{', '.join(ALL_CLASS_NAMES)}, an alias, or 0-3)",
+                        f"line {line}: {raw_path} is listed again (first on line "
+                        f"{earlier.line}); the repeat is skipped",
                     )
                 )
-                continue
-            if not raw_path:
-                problems.append((manifest, f"line {line}: empty path"))
-                continue
-            image = _resolve(base, raw_path)
-            if class_name not in names:
-                excluded[class_name] += 1
-                continue
-            if not image.is_file():
-                problems.append((image, f"listed on line {line} of {manifest.name} but missing"))
-                continue
-            mask_text = cell(row, "mask") or cell(row, "mask_path")
-            samples.append(
-                Sample(
-                    path=image,
-                    label=names.index(class_name),
-                    class_name=class_name,
-                    mask_path=_resolve(base, mask_text) if mask_text else None,
-                    source=cell(row, "source") or None,
-                    group=cell(row, "group") or None,
+            continue
+        if class_name not in names:
+            excluded[class_name] += 1
+            continue
+        mask_text = cells.get("mask") or cells.get("mask_path") or ""
+        mask = _manifest_path(base, mask_text) if mask_text else None
+        if not allow_outside and not (image.inside and (mask is None or mask.inside)):
+            outside.append((line, raw_path if not image.inside else mask_text))
+            continue
+        problem = file_problem(image.path)
+        if problem is not None:
+            # Said of the path as written, so that a broken link is called one.
+            problem = file_problem(image.as_written) or problem
+            problems.append(
+                (
+                    _shown(image.as_written),
+                    f"listed on line {line} of {manifest.name}, but it {problem}; skipped",
                 )
             )
+            continue
+        samples.append(
+            Sample(
+                path=image.path,
+                label=names.index(class_name),
+                class_name=class_name,
+                mask_path=None if mask is None else mask.path,
+                source=cells.get("source") or None,
+                group=cells.get("group") or None,
+            )
+        )
+    if conflicts:
+        quoted = _listed(
+            f"{escape_path(first.path)} on line {first.line} ({first.class_name}) and line "
+            f"{second.line} ({second.class_name})"
+            for first, second in conflicts
+        )
+        raise ValueError(
+            f"{manifest}: {len(conflicts)} file(s) listed under two labels: {quoted}. An image "
+            "has one label: remove or correct the wrong rows."
+        )
+    if outside:
+        quoted = _listed(f"line {line}: {text}" for line, text in outside)
+        raise ValueError(
+            f"{manifest}: {len(outside)} row(s) name files outside the manifest's folder "
+            f"{base} ({quoted}). Move the manifest to a folder that holds all its images, or, "
+            "if those paths are meant, allow them: allow_outside=True (command line: "
+            "--allow-outside)."
+        )
     return DatasetIndex(
         root=base,
         layout=LAYOUT_MANIFEST,
@@ -394,6 +489,45 @@ def _read_manifest(manifest: Path, names: tuple[str, ...]) -> DatasetIndex:
     )
 
 
+def _listed(items: Iterable[str]) -> str:
+    """The first :data:`MAX_ROWS_QUOTED` of ``items``, joined, then how many more there are."""
+    items = list(items)
+    shown = "; ".join(items[:MAX_ROWS_QUOTED])
+    more = len(items) - MAX_ROWS_QUOTED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _manifest_rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, cells)`` per data row, ``cells`` keyed by lower-case column name, values
+    stripped. Raises ValueError naming the manifest for missing columns, text that is not
+    UTF-8, or a malformed CSV."""
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+            missing = [c for c in ("path", "label") if c not in columns]
+            if missing:
+                raise ValueError(
+                    f"{manifest}: a manifest needs the columns path,label (optional group, "
+                    f"source, mask); missing {', '.join(missing)} (found: "
+                    f"{', '.join(columns) or 'nothing'})"
+                )
+            return [
+                (
+                    reader.line_num,
+                    {column: (row.get(key) or "").strip() for column, key in columns.items()},
+                )
+                for row in reader
+            ]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{manifest}: not UTF-8 text ({error.reason} at byte {error.object[error.start]:#04x});"
+            ' save it as UTF-8 (a spreadsheet\'s "CSV UTF-8") and try again'
+        ) from None
+    except csv.Error as error:
+        raise ValueError(f"{manifest}: not a readable CSV file ({error})") from None
+
+
 def _manifest_class(label: str) -> str | None:
     if label.isdigit():
         index = int(label)
@@ -401,6 +535,26 @@ def _manifest_class(label: str) -> str | None:
     return canonical_class_name(label)
 
 
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+@dataclass(frozen=True)
+class _CellPath:
+    """A path in a manifest cell: ``path`` for the sample (relative ones resolved against the
+    manifest's folder, absolute ones as written), ``resolved`` (links followed: one file, one
+    key), ``as_written`` (``..`` collapsed, links not followed) and whether it is ``inside`` the
+    folder, as written or once resolved."""
+
+    path: Path
+    resolved: Path
+    as_written: Path
+    inside: bool
+
+
+def _manifest_path(base: Path, text: str) -> _CellPath:
+    written = Path(text).expanduser()
+    resolved = (base / written).resolve()
+    as_written = Path(os.path.normpath(base / written))
+    return _CellPath(
+        path=written if written.is_absolute() else resolved,
+        resolved=resolved,
+        as_written=as_written,
+        inside=as_written.is_relative_to(base) or resolved.is_relative_to(base),
+    )

@@ -1,6 +1,7 @@
 """One parallel pass over a dataset's images: header facts, intensity histograms, perceptual
-hashes, and thumbnails for figures. Every image is decoded once; bad files are collected, never
-fatal."""
+hashes, and thumbnails for figures. Every image is decoded once; bad files (unreadable, of an
+unsupported format, not regular files, holding NaN or infinite values...) are collected with
+their reasons, never fatal."""
 
 from __future__ import annotations
 
@@ -147,29 +148,33 @@ def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
     except (ImageReadError, OSError) as error:
         result["error"] = _reason(error)
     else:
-        image = loaded.image
-        result["info"] = loaded.info
-        counts, _ = np.histogram(image, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
-        result["histogram"] = (counts / max(1, image.size)).astype(np.float32)
-        if want_hash:
-            from covidcxr.data.duplicates import detail_signature, perceptual_hash
-            from covidcxr.data.twins import twin_thumbnail
-
-            result["hash"] = (
-                perceptual_hash(image),
-                detail_signature(image),
-                twin_thumbnail(image),
-            )
-        if want_thumbnail:
-            from covidcxr.data.transforms import resize_image
-
-            result["thumbnail"] = resize_image(image, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        try:
+            result.update(_measure(loaded.image, want_hash, want_thumbnail))
+            result["info"] = loaded.info
+        except ValueError as error:  # an image the measures refuse is one bad file, not fatal
+            result["error"] = f"the image could not be measured ({error})"
     if mask_path is not None:
         try:
             result["mask_info"] = load_image(mask_path).info
         except (ImageReadError, OSError) as error:
             result["mask_error"] = _reason(error)
     return result
+
+
+def _measure(image: np.ndarray, want_hash: bool, want_thumbnail: bool) -> dict[str, Any]:
+    """Histogram, and hashes and thumbnail where wanted, of one image (H, W) in [0, 1]."""
+    counts, _ = np.histogram(image, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    measured: dict[str, Any] = {"histogram": (counts / max(1, image.size)).astype(np.float32)}
+    if want_hash:
+        from covidcxr.data.duplicates import detail_signature, perceptual_hash
+        from covidcxr.data.twins import twin_thumbnail
+
+        measured["hash"] = (perceptual_hash(image), detail_signature(image), twin_thumbnail(image))
+    if want_thumbnail:
+        from covidcxr.data.transforms import resize_image
+
+        measured["thumbnail"] = resize_image(image, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    return measured
 
 
 def _reason(error: Exception) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from covidcxr.data.sample import Sample
+from covidcxr.io import NOT_UTF8_REASON, escape_path, is_utf8_path
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 PAPER_FRACTIONS: tuple[float, ...] = (0.7, 0.1, 0.2)
@@ -147,6 +148,13 @@ def write_split_csv(
     for index, split in enumerate(splits):
         if not isinstance(split, str) or not split:
             raise ValueError(f"split {index} should be a non-empty string, got {split!r}")
+    for sample in samples:
+        for named in (sample.path, sample.mask_path):
+            if named is not None and not is_utf8_path(named):
+                raise ValueError(
+                    f"{escape_path(named)}: {NOT_UTF8_REASON}. A split file is UTF-8 text and "
+                    "cannot hold this name."
+                )
 
     rows = [
         (
@@ -327,7 +335,10 @@ def _optional_cell(value: str | None) -> str:
 @dataclass(frozen=True)
 class SplitResult:
     """What :func:`split_dataset` wrote: the samples (with their final ``group``), their splits,
-    and the images left out because they could not be read."""
+    the images left out because they could not be read (``unreadable``), and the entries left
+    out before any image was read (``problems``, as :attr:`DatasetIndex.problems`: broken
+    links, FIFOs, names that are not UTF-8, manifest rows naming a missing file or an unknown
+    label...). ``left_out`` is both lists, for a command to print."""
 
     path: Path
     class_names: tuple[str, ...]
@@ -336,6 +347,12 @@ class SplitResult:
     duplicate_groups: int
     unreadable: tuple[tuple[Path, str], ...]
     seconds: float
+    problems: tuple[tuple[Path, str], ...] = ()
+
+    @property
+    def left_out(self) -> tuple[tuple[Path, str], ...]:
+        """Every entry not in the split, with its reason: ``problems`` then ``unreadable``."""
+        return self.problems + self.unreadable
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class: ``{"train": {"Normal": 700, ...}, ...}``."""
@@ -353,6 +370,9 @@ class SplitResult:
         lines.append(
             f"  {self.duplicate_groups:,} near-duplicate groups kept within one split each"
         )
+        if self.problems:
+            lines.append(f"  {len(self.problems)} entries skipped or wrong before reading:")
+            lines.extend(f"    {path}: {reason}" for path, reason in self.problems)
         if self.unreadable:
             lines.append(f"  {len(self.unreadable)} unreadable images left out:")
             lines.extend(f"    {path}: {reason}" for path, reason in self.unreadable)
@@ -367,18 +387,22 @@ def split_dataset(
     num_classes: int = 3,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    allow_outside: bool = False,
 ) -> SplitResult:
     """Discover the dataset at ``path``, group near-duplicates (and the manifest's own groups,
     e.g. patients), split stratified by class and write the split CSV to ``out``.
 
-    Every image is decoded once to hash it; unreadable images are left out and listed.
+    Every image is decoded once to hash it; unreadable images are left out and listed in
+    ``unreadable``, entries :func:`~covidcxr.data.layouts.discover` could not use in
+    ``problems``. ``allow_outside`` lets a manifest name files outside its folder.
     """
     from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
     from covidcxr.data.layouts import discover
     from covidcxr.data.scan import scan_images
 
     started = time.perf_counter()
-    index = discover(path, num_classes)
+    index = discover(path, num_classes, allow_outside=allow_outside)
     scan = scan_images(index.samples, workers=workers, progress=progress)
     readable = [s for s, ok in zip(index.samples, scan.ok, strict=True) if ok]
     duplicate_ids = (
@@ -408,6 +432,7 @@ def split_dataset(
         duplicate_groups=len(duplicate_groups(duplicate_ids)),
         unreadable=tuple(scan.failures),
         seconds=time.perf_counter() - started,
+        problems=tuple(index.problems),
     )
 
 

@@ -34,21 +34,15 @@ def reduce_totals(module: pl.LightningModule, totals: torch.Tensor) -> dict[str,
     return {"loss": loss_sum / count_safe, "score": score_sum / count_safe, "images": count}
 
 
-def with_schedule(optimizer: torch.optim.Optimizer, schedule: str) -> object:
+def with_schedule(optimizer: torch.optim.Optimizer, schedule: str) -> torch.optim.Optimizer:
     """What ``configure_optimizers`` returns for ``schedule`` (see
-    :data:`covidcxr.config.LR_SCHEDULES`): the optimizer alone, or with a plateau scheduler
-    that Lightning steps on ``val_loss`` after every validation (its state is checkpointed)."""
-    if schedule == "none":
-        return optimizer
-    if schedule != "plateau":
+    :data:`covidcxr.config.LR_SCHEDULES`): the optimizer. A ``plateau`` schedule is stepped by
+    :class:`covidcxr.engine.callbacks.PlateauSchedule`, not by Lightning: Lightning steps an
+    epoch scheduler after the epoch's checkpoint is written and skips that step in the first
+    epoch after a resume, so a resumed run would lower its learning rate one epoch late."""
+    if schedule not in ("none", "plateau"):
         raise ValueError(f"lr_schedule should be 'none' or 'plateau', got {schedule!r}")
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-    )
-    return {
-        "optimizer": optimizer,
-        "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"},
-    }
+    return optimizer
 
 
 PLATEAU_FACTOR = 0.2

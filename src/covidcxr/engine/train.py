@@ -69,7 +69,13 @@ def train(
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
-    from covidcxr.engine.callbacks import AtomicModelCheckpoint, EpochHistory, EpochSeeding
+    from covidcxr.engine.callbacks import (
+        AtomicModelCheckpoint,
+        EpochHistory,
+        EpochSeeding,
+        PlateauSchedule,
+    )
+    from covidcxr.engine.module import PLATEAU_FACTOR, PLATEAU_PATIENCE
     from covidcxr.engine.perf import tune_allocator
     from covidcxr.engine.segmentation import setup_segmentation
     from covidcxr.models import get_model_spec
@@ -103,23 +109,35 @@ def train(
     spec = get_model_spec(config.model)
     setup = setup_segmentation if spec.task == "segmentation" else setup_classification
     job = setup(config, spec, run_dir, progress_factory, log)
+    history = EpochHistory(run_dir / "history.csv", score=job.module.score_name)
     checkpoint = AtomicModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="best",
         monitor="val_loss",
         mode="min",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
     )
-    history = EpochHistory(run_dir / "history.csv", score=job.module.score_name)
+    # Lightning's save_last writes last.ckpt only in epochs that improve the monitored loss;
+    # this one writes it after every epoch, so a resume loses at most the epoch in progress.
+    last = AtomicModelCheckpoint(
+        after_last=[history.write],
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
     all_callbacks = [
         EarlyStopping(monitor="val_loss", mode="min", patience=int(config.patience)),
         checkpoint,
+        last,
         EpochSeeding(config.seed),
         history,
         *callbacks,
     ]
+    if job.module.lr_schedule == "plateau":
+        all_callbacks.append(PlateauSchedule(PLATEAU_FACTOR, PLATEAU_PATIENCE))
     if not config.quiet:
         all_callbacks.append(TQDMProgressBar())
     trainer = pl.Trainer(

@@ -7,53 +7,61 @@ Endpoints:
   ``?heatmap=true`` / ``?lungs=true`` a Grad-CAM overlay and a lung mask as base64 PNGs;
 * ``GET /health`` — liveness and the model's name;
 * ``GET /model`` — the model card;
-* ``GET /`` — a page a clinician can drop an X-ray on; ``/docs`` and ``/openapi.json``.
+* ``GET /`` — a page a clinician can drop an X-ray on (``static/``); ``/docs`` and
+  ``/openapi.json``.
 
-Limits: uploads above ``max_upload_mb`` get 413 (checked on the declared length and while the
-body streams in), content that is not PNG, JPEG or DICOM gets 415 (sniffed from the bytes,
-never from a name), an image that cannot be decoded gets 422, and a request that takes longer
-than ``timeout_s`` gets 504. Uploads are never written to disk and nothing about them is
-logged; of a DICOM header only :data:`DICOM_ALLOWED_TAGS` are echoed back.
+Limits (:class:`~covidcxr.service.settings.ServiceSettings`): uploads above ``max_upload_mb``
+get 413 (checked on the declared length and while the body streams in), a body that arrives too
+slowly 408, content that is not PNG, JPEG or DICOM 415 (sniffed from the bytes, never from a
+name), an image that cannot be decoded 422, more requests than ``max_pending`` 503 and a
+request that takes longer than ``timeout_s`` 504. Decoded images share a memory budget
+(``decode_budget_mb``). Uploads are never written to disk and nothing about them is logged; of
+a DICOM header only :data:`DICOM_ALLOWED_TAGS` are echoed back. Every answer carries a
+Content-Security-Policy and the other headers of :mod:`covidcxr.service.security`, and only
+the Host names of ``ServiceSettings.allowed_hosts_for`` are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import os
+import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from covidcxr.artifact import NOTICE
-from covidcxr.service.uploads import UploadError, read_upload
-
-UNFAMILIAR = (
-    "This film is unlike the ones the model was trained on (out-of-distribution check): its "
-    "answer is likely meaningless. Is it a frontal chest X-ray?"
+from covidcxr.service.analysis import (
+    DICOM_ALLOWED_TAGS,
+    DISPLAY_SIZE,
+    UNFAMILIAR,
+    Analyser,
+    too_slow,
 )
+from covidcxr.service.security import SecurityHeaders, headers_for, policy_for_page
+from covidcxr.service.server import LOGGER
+from covidcxr.service.settings import ServiceSettings
+from covidcxr.service.uploads import BodyPace, UploadError, read_upload
 
-#: DICOM attributes the service may return: none of them identifies a patient.
-DICOM_ALLOWED_TAGS = (
-    "Modality",
-    "PhotometricInterpretation",
-    "ViewPosition",
-    "Rows",
-    "Columns",
-    "BitsStored",
-)
+__all__ = [
+    "DICOM_ALLOWED_TAGS",
+    "DISPLAY_SIZE",
+    "NOTICE",
+    "UNFAMILIAR",
+    "Analyser",
+    "ServiceSettings",
+    "create_app",
+    "default_models",
+    "serve",
+]
 
-#: Longest side of the overlay PNGs returned (the X-ray itself may be 4,000 px).
-DISPLAY_SIZE = 768
+log = logging.getLogger(LOGGER)
 
 OPENAPI_UPLOAD = {
     "requestBody": {
@@ -72,207 +80,107 @@ OPENAPI_UPLOAD = {
 }
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
-    """Limits of the service.
-
-    ``max_upload_mb``: largest accepted file (413). ``timeout_s``: longest a request may take,
-    upload included (504); work past it is abandoned at the next stage, not left running.
-    ``max_pixels``: largest image decoded (width × height; 422), well above the ~15 MP of the
-    largest chest radiographs and low enough that a crafted small file cannot claim gigabytes.
-    ``max_pending``: requests analysed or waiting at once; more get 503 at once rather than
-    queueing without bound.
-    """
-
-    max_upload_mb: float = 32.0
-    timeout_s: float = 60.0
-    max_pixels: int = 6000 * 6000
-    max_pending: int = 32
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 2**20)
+#: One item of FastAPI's 422 ``detail`` list (its ``ValidationError`` schema, inline).
+VALIDATION_ERROR = {
+    "type": "object",
+    "properties": {
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+        "msg": {"type": "string"},
+        "type": {"type": "string"},
+    },
+    "required": ["loc", "msg", "type"],
+}
 
 
-class Analyser:
-    """The models behind the service and the work of one request. The networks are used by
-    one request at a time (a lock); decoding and encoding run in parallel."""
+def _refusal(description: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"detail": detail or {"type": "string"}}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
-    def __init__(self, model: Any, seg_model: Any = None, max_pixels: int = 6000 * 6000) -> None:
-        from covidcxr.artifact import Classifier, Segmenter, load_model
 
-        loaded = model if isinstance(model, Classifier) else load_model(model)
-        if not isinstance(loaded, Classifier):
-            raise ValueError(f"{model}: a lung segmentation model; serve a classifier")
-        self.classifier = loaded
-        self.segmenter: Segmenter | None = None
-        if seg_model is not None:
-            segmenter = seg_model if isinstance(seg_model, Segmenter) else load_model(seg_model)
-            if not isinstance(segmenter, Segmenter):
-                raise ValueError(f"{seg_model}: not a lung segmentation model (--seg)")
-            self.segmenter = segmenter
-            if loaded.lung_mode != "none":
-                loaded.use_segmenter(segmenter)
-        elif loaded.lung_mode != "none":
-            self.segmenter = loaded.segmenter  # the one saved with it (or a clear error)
-        self.max_pixels = max_pixels
-        self.lock = threading.Lock()
-        # Decoding runs beside the networks, but no more of it than there are cores: a burst
-        # of large images must not hold a decoded copy each in memory.
-        self.decoding = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
-
-    def warm_up(self) -> None:
-        """One pass of everything a request may need (Grad-CAM's import, first-call setup),
-        so that the first clinician does not wait for it."""
-        from covidcxr.explain import saliency_maps
-
-        image = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
-        with self.lock:
-            saliency_maps(self.classifier, [image])
-            if self.segmenter is not None:
-                self.segmenter.predict_masks([image])
-
-    def card(self) -> dict[str, Any]:
-        card = asdict(self.classifier.card)
-        card["segmenter"] = (
-            None
-            if self.segmenter is None
-            else self.segmenter.card.name or (self.segmenter.card.model)
-        )
-        card["warnings"] = self.classifier.card.warnings()
-        return card
-
-    def analyse(
-        self, data: bytes, heatmap: bool, lungs: bool, deadline: float | None = None
-    ) -> dict[str, Any]:
-        """Everything ``POST /predict`` returns for one file's bytes. ``deadline`` is a
-        ``time.monotonic()`` after which the work stops at the next stage (UploadError 504)."""
-        from covidcxr.io import ImageReadError, load_image_bytes, sniff_format
-
-        started = time.perf_counter()
-        kind = sniff_format(data)
-        if kind is None:
-            raise UploadError(
-                415,
-                "this is not a PNG, JPEG or DICOM file; send a chest X-ray in one of these formats",
-            )
-        if not self.decoding.acquire(timeout=_remaining(deadline)):
-            raise _too_slow()
-        try:
-            loaded = load_image_bytes(data, "the upload", max_pixels=self.max_pixels)
-        except ImageReadError as error:
-            hint = f" {error.hint}" if error.hint else ""
-            # pydicom's own messages may quote header bytes: for DICOM only our summary.
-            reason = error.reason.split(" (")[0] if kind == "DICOM" else error.reason
-            raise UploadError(422, f"the {kind} file cannot be read: {reason}.{hint}") from None
-        except Exception as error:  # a decoder's own failure is still a bad file, not a 500
-            raise UploadError(
-                422, f"the {kind} file cannot be decoded ({type(error).__name__})"
-            ) from None
-        finally:
-            self.decoding.release()
-        image = loaded.image
-        card = self.classifier.card
-        mask = None
-        saliency = None
-        # The networks run under the lock (Grad-CAM hooks into them, and one forward pass at a
-        # time keeps all cores for it); resizing a plain model's input happens outside it.
-        prepared = None
-        if self.classifier.lung_mode == "none":
-            prepared = self.classifier.prepare([image])
-        if not self.lock.acquire(timeout=_remaining(deadline)):
-            raise _too_slow()
-        try:
-            if prepared is None:  # lung focusing runs the segmenter: inside the lock
-                prepared = self.classifier.prepare([image])
-            analysis = self.classifier.analyse_prepared(prepared)
-            if heatmap:
-                from covidcxr.explain import saliency_maps
-
-                if _expired(deadline):
-                    raise _too_slow()
-                maps, _ = saliency_maps(self.classifier, [image])
-                saliency = maps[0]
-            if lungs and self.segmenter is not None:
-                if _expired(deadline):
-                    raise _too_slow()
-                mask = self.segmenter.predict_masks([image])[0]
-        finally:
-            self.lock.release()
-        if _expired(deadline):
-            raise _too_slow()
-        row = analysis.probabilities[0]
-        best = int(np.argmax(row))
-        unfamiliar = None if analysis.unfamiliar is None else bool(analysis.unfamiliar[0])
-        warnings = card.warnings() + ([UNFAMILIAR] if unfamiliar else [])
-        result: dict[str, Any] = {
-            "model": card.name or card.model,
-            "predicted": card.class_names[best],
-            "confidence": float(row[best]),
-            "probabilities": {
-                name: float(p) for name, p in zip(card.class_names, row, strict=True)
-            },
-            "calibrated": card.temperature != 1.0,
-            "temperature": card.temperature,
-            "image": {
-                "format": loaded.info.format,
-                "width": loaded.info.width,
-                "height": loaded.info.height,
-            },
-            "dicom": _dicom_summary(data) if kind == "DICOM" else None,
-            "overlay_png": None,
-            "lung_mask_png": None,
-            "lung_fraction": None,
-            "lungs_available": self.segmenter is not None,
-            "unfamiliar": unfamiliar,
-            "ood_score": None if unfamiliar is None else float(analysis.ood_scores[0]),
-            "ood_threshold": analysis.ood_threshold,
-            "warnings": warnings,
-            "notice": NOTICE,
-        }
-        if saliency is not None or mask is not None:
-            result["overlay_png"] = _overlay_png(image, saliency, mask)
-        if mask is not None:
-            result["lung_mask_png"] = _png_base64((mask * 255).astype(np.uint8))
-        if saliency is not None and mask is not None:
-            from covidcxr.explain import lung_saliency_fraction
-
-            result["lung_fraction"] = lung_saliency_fraction(saliency, mask)
-        result["elapsed_ms"] = round(1000 * (time.perf_counter() - started), 1)
-        return result
+#: The refusals of ``POST /predict``, for the OpenAPI schema. Each has a sentence as its
+#: ``detail``, but 422 has FastAPI's list of invalid parameters too.
+PREDICT_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: _refusal("Empty file, malformed form or no field named file."),
+    408: _refusal("The upload arrived too slowly."),
+    413: _refusal("The upload is larger than max_upload_mb."),
+    415: _refusal("Not a PNG, JPEG or DICOM file."),
+    422: _refusal(
+        "An image that cannot be decoded (a sentence), or invalid query parameters (a list).",
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": VALIDATION_ERROR},
+            ]
+        },
+    ),
+    503: _refusal("max_pending requests are already in progress; retry in a moment."),
+    504: _refusal("The analysis took longer than the time limit."),
+}
 
 
 def create_app(
     model: Any,
     seg_model: Any = None,
     settings: ServiceSettings | None = None,
+    *,
+    host: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``model`` (a saved classifier's path or a loaded
     :class:`~covidcxr.artifact.Classifier`), with lung outlines from ``seg_model`` (or the
-    segmenter saved with a lung-focused classifier)."""
+    segmenter saved with a lung-focused classifier). ``host``: the address it will listen on,
+    which decides the Host names it answers to (``ServiceSettings.allowed_hosts_for``)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.staticfiles import StaticFiles
+
     from covidcxr import __version__
 
     settings = settings or ServiceSettings()
-    analyser = Analyser(model, seg_model, settings.max_pixels)
+    analyser = Analyser(model, seg_model, settings)
     analyser.warm_up()
     pending = threading.BoundedSemaphore(settings.max_pending)
+    pace = BodyPace(settings.body_timeout_s, settings.min_upload_kib_s * 1024)
     page = resources.files("covidcxr.service").joinpath("static/index.html").read_text("utf-8")
     app = FastAPI(
         title="covidcxr",
         version=__version__,
         description=f"Chest X-ray classification with explanations. {NOTICE}",
+        docs_url=None,  # served below, with a Content-Security-Policy that fits the page
+        redoc_url=None,
     )
+    docs = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI")
     app.state.analyser = analyser
     app.state.settings = settings
     app.state.pending = pending
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts_for(host), www_redirect=False
+    )
+    # Added last, so outermost: the Host check's refusals carry the headers too.
+    app.add_middleware(SecurityHeaders, policies={"/docs": policy_for_page(docs.body.decode())})
+    app.mount("/static", StaticFiles(packages=[("covidcxr.service", "static")]), name="static")
 
     @app.exception_handler(UploadError)
     async def refuse(request: Request, error: UploadError) -> JSONResponse:
-        return JSONResponse({"detail": error.detail}, status_code=error.status)
+        headers = {"Connection": "close"} if error.close else None
+        return JSONResponse({"detail": error.detail}, status_code=error.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, error: Exception) -> JSONResponse:
+        # Starlette sends this from outside every middleware: the headers are set here. The
+        # traceback is still logged (the error is raised again after this answer).
+        return JSONResponse(
+            {"detail": "internal error: the service logged it; please report it"},
+            status_code=500,
+            headers=headers_for(),
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return docs
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
@@ -289,23 +197,17 @@ def create_app(
         """The model card: classes, input size, preprocessing, temperature, test metrics."""
         return analyser.card()
 
-    @app.post("/predict", openapi_extra=OPENAPI_UPLOAD)
+    @app.post("/predict", openapi_extra=OPENAPI_UPLOAD, responses=PREDICT_REFUSALS)
     async def predict(
         request: Request,
         heatmap: bool = Query(False, description="Add a Grad-CAM overlay (overlay_png)."),
         lungs: bool = Query(
             False, description="Add the lung mask and outline (needs a segmenter)."
         ),
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Classify one chest X-ray (PNG, JPEG or DICOM) sent as form field ``file`` or as the
         raw body."""
-        if not pending.acquire(blocking=False):
-            raise UploadError(
-                503, f"the service is busy ({settings.max_pending} requests in progress); retry "
-                "in a moment",
-            )  # fmt: skip
         deadline = time.monotonic() + settings.timeout_s
-        work = None
         try:
             async with asyncio.timeout(settings.timeout_s):
                 data = await read_upload(
@@ -313,20 +215,41 @@ def create_app(
                     request.headers.get("content-type", "application/octet-stream"),
                     request.headers.get("content-length"),
                     settings.max_upload_bytes,
+                    pace=pace,
                 )
-                if not data:
-                    raise UploadError(400, "the file is empty (0 bytes); choose the X-ray again")
-                # The slot is given back by the worker thread when it stops, so abandoned work
-                # still counts against max_pending until the deadline ends it.
-                work = asyncio.ensure_future(
-                    run_in_threadpool(_release_after, pending, analyser.analyse, data, heatmap,
-                                      lungs, deadline)
-                )  # fmt: skip
-                # Its outcome is read here, or dropped quietly once the request has had its 504.
-                work.add_done_callback(lambda done: done.cancelled() or done.exception())
+        except TimeoutError:
+            raise UploadError(
+                408,
+                f"the upload did not complete within {settings.timeout_s:g} s; check the "
+                "network connection and send the file again",
+                close=True,
+            ) from None
+        except ClientDisconnect:
+            log.info("a client closed its connection before its upload was complete")
+            return Response(status_code=400)  # nobody is left to read it
+        if not data:
+            raise UploadError(400, "the file is empty (0 bytes); choose the X-ray again")
+        # A slot is taken only now that the whole body is here: a slow upload holds its
+        # connection, never one of the max_pending slots.
+        if not pending.acquire(blocking=False):
+            raise UploadError(
+                503, f"the service is busy ({settings.max_pending} requests in progress); retry "
+                "in a moment",
+            )  # fmt: skip
+        work = None
+        try:
+            # The slot is given back by the worker thread when it stops, so abandoned work
+            # still counts against max_pending until the deadline ends it.
+            work = asyncio.ensure_future(
+                run_in_threadpool(_release_after, pending, analyser.analyse, data, heatmap, lungs,
+                                  deadline)
+            )  # fmt: skip
+            # Its outcome is read here, or dropped quietly once the request has had its 504.
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 return await asyncio.shield(work)
         except TimeoutError:
-            raise _too_slow(settings.timeout_s) from None
+            raise too_slow(settings.timeout_s) from None
         finally:
             if work is None:
                 pending.release()
@@ -342,15 +265,24 @@ def serve(
     settings: ServiceSettings | None = None,
 ) -> None:
     """Run the service with uvicorn until interrupted; with no ``model``, the best shipped
-    classifier with the shipped lung model (:mod:`covidcxr.zoo`)."""
+    classifier with the shipped lung model (:mod:`covidcxr.zoo`). uvicorn runs with the limits
+    of :func:`~covidcxr.service.server.server_config`.
+
+    Unlike training (``covidcxr.engine.perf.tune_allocator``, which keeps a process's peak
+    memory for its whole life), the service has large buffers unmapped as soon as they are
+    freed (:func:`~covidcxr.service.budget.unmap_large_buffers`): its peaks are bursts of
+    large images."""
     import uvicorn
 
-    from covidcxr.engine.perf import tune_allocator
+    from covidcxr.service.budget import unmap_large_buffers
+    from covidcxr.service.server import keep_uploads_out_of_logs, server_config
 
-    tune_allocator()
+    keep_uploads_out_of_logs()
+    unmap_large_buffers()
+    settings = settings or ServiceSettings()
     model, seg_model = default_models(model, seg_model)
-    app = create_app(model, seg_model, settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+    app = create_app(model, seg_model, settings, host=host)
+    uvicorn.Server(server_config(app, settings, host, port)).run()
 
 
 def default_models(
@@ -367,74 +299,8 @@ def default_models(
     return classifier, seg_model if seg_model is not None else zoo.default_model("segmentation")
 
 
-def _remaining(deadline: float | None) -> float:
-    """Seconds left before ``deadline`` (a ``time.monotonic()``; None: no limit → -1, which
-    ``Lock.acquire`` takes as "wait as long as it takes")."""
-    if deadline is None:
-        return -1
-    return max(0.0, deadline - time.monotonic())
-
-
-def _expired(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
-def _too_slow(timeout: float | None = None) -> UploadError:
-    limit = "the time limit" if timeout is None else f"{timeout:g} s"
-    return UploadError(504, f"the analysis took longer than {limit}; try again later")
-
-
 def _release_after(slot: threading.BoundedSemaphore, function: Any, *args: Any) -> Any:
     try:
         return function(*args)
     finally:
         slot.release()
-
-
-def _dicom_summary(data: bytes) -> dict[str, Any]:
-    """The allow-listed header attributes of a DICOM upload (nothing that names a patient)."""
-    import pydicom
-
-    dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-    summary = {}
-    for name in DICOM_ALLOWED_TAGS:
-        value = dataset.get(name)
-        if value is not None and value != "":
-            summary[name] = int(value) if isinstance(value, int) else str(value)
-    return summary
-
-
-def _overlay_png(image: np.ndarray, saliency: np.ndarray | None, mask: np.ndarray | None) -> str:
-    """The X-ray with the heatmap and / or lung outline, at most DISPLAY_SIZE px, as base64."""
-    from covidcxr.data.transforms import resize_mask
-    from covidcxr.explain import saliency_overlay
-
-    height, width = image.shape
-    scale = min(1.0, DISPLAY_SIZE / max(height, width))
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    shown = _resize_float(image, size)
-    heat = _resize_float(saliency, size) if saliency is not None else np.zeros(size, np.float32)
-    small_mask = resize_mask(mask, size) if mask is not None else None
-    rgb = saliency_overlay(shown, np.clip(heat, 0.0, 1.0), small_mask)
-    return _png_base64(rgb)
-
-
-def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    if values.shape == size:
-        return values.astype(np.float32, copy=False)
-    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(
-        (size[1], size[0]), Image.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.float32)
-
-
-def _png_base64(array: np.ndarray) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    # zlib level 1: measured ~90 ms instead of the default level's ~320 ms for a 1024 px
-    # overlay; the page does not care about the bytes saved.
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,54 @@
+"""Worker processes that die with the process that started them.
+
+A ``ProcessPoolExecutor`` worker waits on its call queue forever: when its parent is killed
+(``kill -9``, or ``SIGTERM``, whose default action ends Python without cleanup) the workers
+stay, each holding its memory (a decoder worker ~300 MB) and every file the parent had open.
+:func:`process_pool` gives each worker a daemon thread that watches its parent's process id and
+ends the worker within :data:`WATCH_INTERVAL` seconds of the parent's death (an orphan is
+re-parented, so its ``getppid()`` changes). A thread, not Linux's ``PR_SET_PDEATHSIG``, because
+that signal fires when the parent *thread* that started the worker ends, which may be long
+before the process does, and because it works on every POSIX system.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+WATCH_INTERVAL = 0.5
+"""Seconds between two looks at the parent; a worker outlives its parent by at most this."""
+
+
+def process_pool(max_workers: int) -> ProcessPoolExecutor:
+    """A ``ProcessPoolExecutor`` of ``max_workers`` processes that end when this process does,
+    however it ends."""
+    return ProcessPoolExecutor(
+        max_workers=max_workers, initializer=_watch_parent, initargs=(os.getpid(),)
+    )
+
+
+def _watch_parent(owner: int) -> None:
+    """Worker initializer. ``owner`` is the process that made the pool; the worker's parent is
+    that process (fork) or a fork server that ends with it (forkserver, spawn)."""
+    if os.getppid() != owner and not _alive(owner):  # it died before this worker got here
+        os._exit(1)
+    parent = os.getppid()
+    threading.Thread(target=_watch, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_INTERVAL)
+    os._exit(1)  # no cleanup: the parent that would collect results is gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

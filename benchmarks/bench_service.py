@@ -61,10 +61,14 @@ def first_xray(image: Path | None) -> Path:
 
 
 @contextmanager
-def running_server(model: Path, port: int, log: Path, startup_timeout: float) -> Iterator[str]:
-    """Start ``covidcxr serve`` on ``port``, yield its base URL once ``/health`` answers 200,
-    and stop it on the way out (SIGTERM, then SIGKILL after 10 s)."""
-    command = [sys.executable, "-m", "covidcxr", "serve", str(model), "--host", HOST]
+def running_server(
+    model: Path | str | None, port: int, log: Path, startup_timeout: float
+) -> Iterator[tuple[str, int]]:
+    """Start ``covidcxr serve [MODEL]`` on ``port`` (no model: the shipped defaults), yield its
+    base URL and process id once ``/health`` answers 200, and stop it on the way out (SIGTERM,
+    then SIGKILL after 10 s)."""
+    model_argument = [] if model is None else [str(model)]
+    command = [sys.executable, "-m", "covidcxr", "serve", *model_argument, "--host", HOST]
     with log.open("wb") as output:
         # Own session: a Ctrl-C in the terminal reaches this script, which stops the server.
         server = subprocess.Popen(
@@ -83,7 +87,7 @@ def running_server(model: Path, port: int, log: Path, startup_timeout: float) ->
                 raise RuntimeError(f"no answer from {url}/health in {startup_timeout:g} s")
             time.sleep(0.25)
         print(f"server up on {url} after {time.perf_counter() - started:.1f} s (pid {server.pid})")
-        yield url
+        yield url, server.pid
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
@@ -242,7 +246,7 @@ def main() -> None:
         model = save_untrained(root / "model", args.model)
         port = args.port or free_port()
         try:
-            with running_server(model, port, root / "server.log", args.startup_timeout) as url:
+            with running_server(model, port, root / "server.log", args.startup_timeout) as (url, _):
                 results, wall = load(url, image, args.clients, args.duration, args.heatmap)
         except KeyboardInterrupt:
             print("interrupted: server stopped")

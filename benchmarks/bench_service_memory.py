@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -31,14 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+from bench_service import free_port, running_server  # the same start, wait and stop
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -58,21 +47,6 @@ def huge_png(side: int) -> bytes:
     return buffer.getvalue()
 
 
-def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float) -> float:
-    started = time.perf_counter()
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        if time.perf_counter() - started > timeout:
-            raise RuntimeError(f"no answer from {url}/health in {timeout:g} s")
-        time.sleep(0.25)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="classifier name or folder (default: the shipped one)")
@@ -82,22 +56,11 @@ def main() -> None:
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     args = parser.parse_args()
 
-    port = free_port()
-    command = [sys.executable, "-m", "covidcxr", "serve", "--host", HOST, "--port", str(port)]
-    if args.model:
-        command.insert(4, args.model)
-    url = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "server.log"
-        with log.open("wb") as output:
-            server = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            took = wait_healthy(url, server, log, args.startup_timeout)
+        with running_server(args.model, free_port(), log, args.startup_timeout) as (url, pid):
             time.sleep(2.0)
-            idle = memory_mb(server.pid, "VmRSS")
-            print(f"server up after {took:.1f} s; idle VmRSS {idle:.0f} MB")
+            print(f"idle VmRSS {memory_mb(pid, 'VmRSS'):.0f} MB")
             if args.burst:
                 data = huge_png(args.side)
                 params = {"heatmap": "true", "lungs": "true"}
@@ -117,18 +80,10 @@ def main() -> None:
                 time.sleep(args.settle)
                 print(
                     f"burst of {args.burst} × {len(data) / 1e3:.0f} KB PNG decoding to "
-                    f"{args.side}×{args.side}: peak VmHWM {memory_mb(server.pid, 'VmHWM'):.0f} MB, "
-                    f"VmRSS {args.settle:g} s after {memory_mb(server.pid, 'VmRSS'):.0f} MB; "
+                    f"{args.side}×{args.side}: peak VmHWM {memory_mb(pid, 'VmHWM'):.0f} MB, "
+                    f"VmRSS {args.settle:g} s after {memory_mb(pid, 'VmRSS'):.0f} MB; "
                     f"answers {dict(sorted(statuses.items()))}"
                 )
-        finally:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
 
 
 if __name__ == "__main__":

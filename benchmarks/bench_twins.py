@@ -59,27 +59,39 @@ def sample_recall() -> None:
     print(f"  highest score of two distinct films: {distinct:.3f}")
 
 
-def dataset_time(folder: Path) -> None:
-    from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
-    from covidcxr.data.layouts import discover
+def scan_and_group(samples: list) -> tuple[list, np.ndarray, object, float, float]:
+    """Scan ``samples`` and group them as ``data inspect`` and ``data split`` do (hash, fine
+    detail and twins, twins compared within a class): the readable samples, their group ids,
+    the scan, and the seconds spent decoding and grouping."""
+    from covidcxr.data.duplicates import group_near_duplicates
     from covidcxr.data.scan import scan_images
 
-    samples = discover(folder).samples
     started = time.perf_counter()
     scan = scan_images(samples)
     decoded = time.perf_counter() - started
     ok = scan.ok
-    labels = np.array([s.label for s, good in zip(samples, ok, strict=True) if good])
+    kept = [s for s, good in zip(samples, ok, strict=True) if good]
+    started = time.perf_counter()
+    ids = group_near_duplicates(
+        scan.hashes[ok],
+        signatures=scan.signatures[ok],
+        twins=scan.twins[ok],
+        blocks=np.array([s.label for s in kept]),
+    )
+    return kept, ids, scan, decoded, time.perf_counter() - started
+
+
+def dataset_time(folder: Path) -> None:
+    from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
+    from covidcxr.data.layouts import discover
+
+    kept, ids, scan, decoded, matched = scan_and_group(discover(folder).samples)
+    ok = scan.ok
     started = time.perf_counter()
     hash_only = group_near_duplicates(scan.hashes[ok], signatures=scan.signatures[ok])
     hashed = time.perf_counter() - started
-    started = time.perf_counter()
-    ids = group_near_duplicates(
-        scan.hashes[ok], signatures=scan.signatures[ok], twins=scan.twins[ok], blocks=labels
-    )
-    matched = time.perf_counter() - started
     print(
-        f"{folder}: {int(ok.sum()):,} images; decoding and hashing {decoded:.1f} s, "
+        f"{folder}: {len(kept):,} images; decoding and hashing {decoded:.1f} s, "
         f"hash grouping {hashed:.1f} s ({len(duplicate_groups(hash_only))} groups), "
         f"with twins {matched:.1f} s ({len(duplicate_groups(ids))} groups)"
     )
@@ -155,22 +167,10 @@ def stand_in_recall(dest: Path) -> None:
     """How many of the stand-in's known twin pairs ``covidcxr data inspect``'s grouping found,
     and the other groups it formed: those that repeat a group of the source films themselves
     (the twins the public copies already hold, turned alike) and any that do not (false)."""
-    from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
+    from covidcxr.data.duplicates import duplicate_groups
     from covidcxr.data.layouts import discover
-    from covidcxr.data.scan import scan_images
 
-    samples = discover(dest, num_classes=4).samples
-    started = time.perf_counter()
-    scan = scan_images(samples)
-    decoded = time.perf_counter() - started
-    ok = scan.ok
-    kept = [s for s, good in zip(samples, ok, strict=True) if good]
-    labels = np.array([s.label for s in kept])
-    started = time.perf_counter()
-    ids = group_near_duplicates(
-        scan.hashes[ok], signatures=scan.signatures[ok], twins=scan.twins[ok], blocks=labels
-    )
-    matched = time.perf_counter() - started
+    kept, ids, _, decoded, matched = scan_and_group(discover(dest, num_classes=4).samples)
     print(
         f"stand-in: {len(kept):,} images; decoding and hashing {decoded:.1f} s, grouping with "
         f"twins {matched:.1f} s"
@@ -205,20 +205,10 @@ def stand_in_recall(dest: Path) -> None:
 
 def _source_groups(sources: list[Path]) -> dict[str, int]:
     """Near-duplicate group of each source film (path -> group id, singletons left out)."""
-    from covidcxr.data.duplicates import duplicate_groups, group_near_duplicates
+    from covidcxr.data.duplicates import duplicate_groups
     from covidcxr.data.layouts import discover
-    from covidcxr.data.scan import scan_images
 
-    samples = [s for source in sources for s in discover(source).samples]
-    scan = scan_images(samples)
-    ok = scan.ok
-    kept = [s for s, good in zip(samples, ok, strict=True) if good]
-    ids = group_near_duplicates(
-        scan.hashes[ok],
-        signatures=scan.signatures[ok],
-        twins=scan.twins[ok],
-        blocks=np.array([s.label for s in kept]),
-    )
+    kept, ids, *_ = scan_and_group([s for source in sources for s in discover(source).samples])
     return {
         str(kept[i].path): number
         for number, group in enumerate(duplicate_groups(ids))

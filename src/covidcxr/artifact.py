@@ -238,29 +238,30 @@ class Classifier:
 
     def identity(self) -> dict[str, Any]:
         """Which model this is, for files its predictions go to: the registry model, the
-        folder's name, the weights file and the SHA-256 of its canonical bytes
+        file's folder name, the weights file and the SHA-256 of its canonical bytes
         (:func:`covidcxr.tensorfile.file_digest`: the same weights give the same digest)."""
-        from covidcxr.tensorfile import file_digest
-
-        weights = self.folder / WEIGHTS_FILE
-        if weights.is_file():
-            digest = file_digest(weights)
-        else:  # built in memory, never saved
-            import hashlib
-
-            from safetensors.torch import save
-
-            from covidcxr.tensorfile import canonical_bytes
-
-            state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-            digest = hashlib.sha256(canonical_bytes(save(state))).hexdigest()
+        weights, digest = self._weights_digest()
         return {
             "model": self.card.model,
-            "name": self.folder.name,
+            "name": weights.parent.name if weights.name == WEIGHTS_FILE else weights.name,
             "weights": str(weights),
             "sha256": digest,
             "class_names": self.class_names,
         }
+
+    def _weights_digest(self) -> tuple[Path, str]:
+        """The weights file and its digest (of the network itself when it was never saved)."""
+        from covidcxr.tensorfile import canonical_bytes, file_digest
+
+        weights = self.folder / WEIGHTS_FILE
+        if weights.is_file():
+            return weights, file_digest(weights)
+        import hashlib
+
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        return weights, hashlib.sha256(canonical_bytes(save(state))).hexdigest()
 
     @property
     def lung_mode(self) -> str:

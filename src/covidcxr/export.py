@@ -203,18 +203,11 @@ class OnnxClassifier(Classifier):
         super().__init__(None, card, path.parent)
         self.session, self.path = session, path
 
-    def identity(self) -> dict[str, Any]:
-        """As :meth:`Classifier.identity`, with the SHA-256 of the ``.onnx`` file."""
+    def _weights_digest(self) -> tuple[Path, str]:
+        """The ``.onnx`` file and the SHA-256 of its bytes (see :meth:`Classifier.identity`)."""
         import hashlib
 
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        return {
-            "model": self.card.model,
-            "name": self.path.name,
-            "weights": str(self.path),
-            "sha256": digest,
-            "class_names": self.class_names,
-        }
+        return self.path, hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     @property
     def segmenter(self) -> Segmenter:
@@ -254,19 +247,6 @@ class OnnxSegmenter(Segmenter):
     def __init__(self, session: Any, card: ModelCard, path: Path) -> None:
         super().__init__(None, card, path.parent)
         self.session, self.path = session, path
-
-    def identity(self) -> dict[str, Any]:
-        """As :meth:`Classifier.identity`, with the SHA-256 of the ``.onnx`` file."""
-        import hashlib
-
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        return {
-            "model": self.card.model,
-            "name": self.path.name,
-            "weights": str(self.path),
-            "sha256": digest,
-            "class_names": self.class_names,
-        }
 
     def predict_probabilities(self, images: Sequence[np.ndarray], batch_size: int = 8) -> Any:
         import torch

@@ -28,7 +28,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ import numpy as np
 
 from covidcxr import io as image_io
 from covidcxr.data.transforms import _check_size, resize_image, resize_mask
+from covidcxr.pool import process_pool
 
 __all__ = ["CACHE_FORMAT_VERSION", "CacheBatch", "CacheStats", "ImageCache", "default_cache_dir"]
 
@@ -414,7 +415,7 @@ class ImageCache:
         # multiprocessing's default start method: fork on Linux (cheap, and what DataLoader uses);
         # under spawn / forkserver (macOS, Windows, Python >= 3.14) the calling script needs the
         # usual `if __name__ == "__main__":` guard.
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as executor:
+        with process_pool(min(workers, len(chunks))) as executor:
             futures = {
                 executor.submit(_decode_chunk, [key.path for key in chunk], kind, size): chunk
                 for chunk in chunks

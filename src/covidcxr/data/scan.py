@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ import numpy as np
 
 from covidcxr.data.sample import Sample
 from covidcxr.io import ImageInfo, ImageReadError, load_image
+from covidcxr.pool import process_pool
 
 HISTOGRAM_BINS = 32
 THUMBNAIL_SIZE = 128
@@ -72,7 +72,7 @@ def parallel_map(
         results = map(function, items)
         executor = None
     else:
-        executor = ProcessPoolExecutor(max_workers=workers)
+        executor = process_pool(workers)
         results = executor.map(function, items, chunksize=chunksize)
     try:
         for done, result in enumerate(results, start=1):

@@ -88,3 +88,53 @@ def test_errors_exit_2_with_a_message(tmp_path: Path) -> None:
         app, ["data", "split", str(tmp_path), "--out", "x.csv", "--fractions", "a,b"]
     )
     assert result.exit_code == 2 and "--fractions" in result.output
+
+
+def test_manifests_outside_their_folder_need_allow_outside(tmp_path: Path) -> None:
+    from covidcxr.data.phantoms import write_phantoms
+
+    data = tmp_path / "data"
+    write_phantoms(data, per_class=6, seed=5)
+    images = sorted(data.glob("*/images/*.png"))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    manifest = lists / "manifest.csv"
+    rows = [f"../data/{p.relative_to(data).as_posix()},{p.parent.parent.name}" for p in images]
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    splits = tmp_path / "splits.csv"
+    for command in (["split", str(manifest), "--out", str(splits)], ["inspect", str(manifest)]):
+        refused = runner.invoke(app, ["data", *command, "--workers", "0", "--quiet"])
+        assert refused.exit_code == 2 and "--allow-outside" in refused.output, refused.output
+        allowed = runner.invoke(
+            app, ["data", *command, "--workers", "0", "--quiet", "--allow-outside"]
+        )
+        assert allowed.exit_code == 0, allowed.output
+    assert len(splits.read_text().splitlines()) == len(images) + 1
+
+
+def test_cache_lists_entries_left_out_before_reading(tmp_path: Path) -> None:
+    from covidcxr.data.phantoms import write_phantoms
+
+    data = tmp_path / "data"
+    write_phantoms(data, per_class=3, seed=6)
+    (data / "COVID" / "images" / "COVID-99.png").symlink_to(tmp_path / "gone.png")
+    result = runner.invoke(
+        app,
+        ["data", "cache", str(data), "--size", "16", "--workers", "0", "--quiet",
+         "--cache-dir", str(tmp_path / "cache")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 entries skipped or wrong before reading" in result.output
+    assert "COVID-99.png" in result.output and "images: 9 at 16x16" in result.output
+
+
+def test_serve_checks_its_limits_before_serving(tmp_path: Path) -> None:
+    for flags, named in (
+        (["--max-pending", "0"], "--max-pending"),
+        (["--decode-budget-mb", "10"], "--decode-budget-mb"),
+        (["--allowed-host", "a*b.org"], "--allowed-host"),
+        (["--timeout", "-1"], "--timeout"),
+    ):
+        result = runner.invoke(app, ["serve", str(tmp_path / "no-model"), *flags])
+        assert result.exit_code == 2, (flags, result.output)
+        assert named in result.output and "serving" not in result.output, result.output

@@ -120,3 +120,16 @@ def test_two_process_ddp_run(phantoms: Path, tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["test"]["num_samples"] > 0
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_a_class_without_images_is_refused_with_the_counts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_phantoms(data, per_class=8, seed=12)
+    for image in (data / "Viral Pneumonia" / "images").glob("*.png"):
+        image.unlink()
+    out = tmp_path / "run"
+    result = runner.invoke(app, train_args(data, out, tmp_path / "cache"))
+    assert result.exit_code == 2, result.output
+    assert "no Viral Pneumonia image" in result.output
+    assert "Normal 5, COVID 5, Viral Pneumonia 0" in result.output.replace("\n", " ")
+    assert not (out / "model").exists()

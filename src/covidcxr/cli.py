@@ -35,6 +35,12 @@ Workers = Annotated[
     int | None, typer.Option(help="Decoding processes (default: all cores, at most 8).")
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+AllowOutside = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside", help="Let a CSV manifest name files outside the manifest's folder."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -62,9 +68,11 @@ def _fail(message: str) -> typer.Exit:
 def _list_skipped(failures: list[tuple[Path, str]]) -> None:
     """The files a batch command could not use, with their reasons, on stderr."""
     if failures:
+        from covidcxr.io import escape_path
+
         typer.echo(f"{len(failures)} files skipped:", err=True)
         for path, reason in failures:
-            typer.echo(f"  {path}: {reason}", err=True)
+            typer.echo(f"  {escape_path(path)}: {reason}", err=True)
 
 
 def _evaluation_folder(model: Path) -> Path:
@@ -122,6 +130,7 @@ def data_inspect(
         bool, typer.Option(help="Look for near-duplicate images (perceptual hashes, twin matcher).")
     ] = True,
     workers: Workers = None,
+    allow_outside: AllowOutside = False,
     quiet: Quiet = False,
 ) -> None:
     """Layout, class counts, sizes, modes, masks, sources, near-duplicates and unreadable files."""
@@ -129,7 +138,9 @@ def data_inspect(
 
     try:
         with _progress("Reading images", quiet or as_json) as progress:
-            report = inspect_dataset(path, classes, out, duplicates, workers, progress)
+            report = inspect_dataset(
+                path, classes, out, duplicates, workers, progress, allow_outside=allow_outside
+            )
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     if as_json:
@@ -176,6 +187,7 @@ def data_split(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     classes: Classes = 3,
     workers: Workers = None,
+    allow_outside: AllowOutside = False,
     quiet: Quiet = False,
 ) -> None:
     """Stratified split that keeps near-duplicate images (and manifest groups) together."""
@@ -187,7 +199,9 @@ def data_split(
         raise _fail(f"--fractions should be numbers like 0.7,0.1,0.2, got {fractions!r}") from None
     try:
         with _progress("Hashing images", quiet) as progress:
-            result = split_dataset(path, out, parts, seed, classes, workers, progress)
+            result = split_dataset(
+                path, out, parts, seed, classes, workers, progress, allow_outside=allow_outside
+            )
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     typer.echo(result.describe())
@@ -203,6 +217,7 @@ def data_cache(
         Path | None, typer.Option(help="Cache folder (default $COVIDCXR_CACHE_DIR or ~/.cache).")
     ] = None,
     workers: Workers = None,
+    allow_outside: AllowOutside = False,
     quiet: Quiet = False,
 ) -> None:
     """Decode and resize every image once into the on-disk cache that training reads."""
@@ -210,11 +225,16 @@ def data_cache(
 
     from covidcxr.data.cache import ImageCache
     from covidcxr.data.layouts import discover
+    from covidcxr.io import escape_path
 
     try:
-        index = discover(path, classes)
+        index = discover(path, classes, allow_outside=allow_outside)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
+    if index.problems:
+        typer.echo(f"{len(index.problems)} entries skipped or wrong before reading:")
+        for problem, reason in index.problems:
+            typer.echo(f"  {escape_path(problem)}: {reason}")
     cache = ImageCache(cache_dir)
     jobs = [("image", [s.path for s in index.samples])]
     if masks:
@@ -231,7 +251,7 @@ def data_cache(
             f"{batch.misses:,} decoded, {len(batch.failures)} unreadable ({seconds:.1f} s)"
         )
         for failed, reason in batch.failures:
-            typer.echo(f"  {failed}: {reason}")
+            typer.echo(f"  {escape_path(failed)}: {reason}")
     typer.echo(f"Cache: {cache.db_path}")
 
 
@@ -320,6 +340,7 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
+    allow_outside: AllowOutside = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a classifier (the paper's models and stronger backbones) with early stopping,
@@ -360,6 +381,7 @@ def train_command(
         precision=precision,
         decode_workers=workers,
         cache_dir=None if cache_dir is None else str(cache_dir),
+        allow_outside=allow_outside or None,
     )
     _run_training(flags, config_file, resume, out, quiet, task="classification")
 
@@ -699,6 +721,7 @@ def segment_train(
     workers: Workers = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache folder.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    allow_outside: AllowOutside = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a lung U-Net on the dataset's own masks (any mask size, grey or RGB)."""
@@ -719,6 +742,7 @@ def segment_train(
         strategy=strategy,
         decode_workers=workers,
         cache_dir=None if cache_dir is None else str(cache_dir),
+        allow_outside=allow_outside or None,
     )
     _run_training(flags, config_file, resume, out, quiet, task="segmentation")
 
@@ -872,14 +896,40 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (413).")] = 32.0,
     timeout: Annotated[float, typer.Option(help="Seconds a request may take (504).")] = 60.0,
+    max_pending: Annotated[
+        int, typer.Option(help="Requests analysed or waiting at once; more get 503.")
+    ] = 32,
+    decode_budget_mb: Annotated[
+        float,
+        typer.Option(help="Memory for decoded images in flight (MiB); requests wait for it."),
+    ] = 1536.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host header to answer (repeatable; '*' any, '*.example.org' a domain). "
+            "Default: loopback names on loopback, any name on 0.0.0.0."
+        ),
+    ] = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a page at / to drop
     X-rays on (research use only)."""
     from covidcxr.service.app import ServiceSettings, default_models, serve
 
-    if max_upload_mb <= 0 or timeout <= 0:
-        raise _fail("--max-upload-mb and --timeout should be positive")
-    settings = ServiceSettings(max_upload_mb=max_upload_mb, timeout_s=timeout)
+    try:
+        settings = ServiceSettings(
+            max_upload_mb=max_upload_mb,
+            timeout_s=timeout,
+            max_pending=max_pending,
+            decode_budget_mb=decode_budget_mb,
+            allowed_hosts=tuple(allowed_host) if allowed_host else None,
+        )
+    except ValueError as error:
+        message = str(error)
+        for setting in ("max_upload_mb", "timeout_s", "max_pending", "decode_budget_mb"):
+            flag = "--timeout" if setting == "timeout_s" else "--" + setting.replace("_", "-")
+            message = message.replace(f"{setting}=", f"{flag} ").replace(setting, flag)
+        message = message.replace("allowed_hosts", "--allowed-host")
+        raise _fail(message) from None
     try:
         model, seg = default_models(model, seg)
         lungs = f" with lung model {seg}" if seg is not None else ""

@@ -74,6 +74,7 @@ class TrainConfig:
     fractions: tuple[float, ...] | None = None
     seed: int = 0
     split: str | None = None
+    allow_outside: bool = False
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"

@@ -44,6 +44,27 @@ class PreparedData:
     unreadable: list[tuple[Path, str]]
 
 
+def _require_every_class(
+    config: TrainConfig, names: tuple[str, ...], train_labels: torch.Tensor
+) -> None:
+    """A classifier cannot learn a class it never sees: refuse, with the counts, when the
+    training split holds no image of one of the ``config.num_classes`` classes."""
+    counts = torch.bincount(train_labels, minlength=len(names)).tolist()
+    missing = [name for name, count in zip(names, counts, strict=True) if count == 0]
+    if missing:
+        listed = ", ".join(f"{name} {count:,}" for name, count in zip(names, counts, strict=True))
+        raise ValueError(
+            f"{config.data}: the training split has no {' or '.join(missing)} image, so the "
+            f"model could not learn {'that class' if len(missing) == 1 else 'those classes'} "
+            f"(training images per class: {listed}). Add images of every class"
+            + (
+                ", or train on three classes (--classes 3 leaves Lung Opacity out)."
+                if missing == [names[-1]] and len(names) == 4
+                else "."
+            )
+        )
+
+
 def prepare_data(
     config: TrainConfig,
     input_size: int,
@@ -67,7 +88,9 @@ def prepare_data(
     split_file = run_dir / SPLIT_FILE
     unreadable: list[tuple[Path, str]] = []
     if config.split is not None or split_file.is_file():
-        root = discover(config.data, config.num_classes).root
+        index = discover(config.data, config.num_classes, allow_outside=config.allow_outside)
+        root = index.root
+        unreadable.extend(index.problems)
         source = Path(config.split) if config.split is not None else split_file
         samples, split_names = read_split_csv(source, root)
         if source != split_file:
@@ -81,9 +104,10 @@ def prepare_data(
             config.num_classes,
             config.decode_workers,
             progress_factory("Hashing images for the split"),
+            allow_outside=config.allow_outside,
         )
         samples, split_names = list(result.samples), list(result.splits)
-        unreadable.extend(result.unreadable)
+        unreadable.extend(result.left_out)
     unknown = sorted({s for s in split_names} - {"train", "val", "test"})
     if unknown:
         raise ValueError(
@@ -156,6 +180,8 @@ def prepare_data(
     for name in ("train", "val"):
         if len(splits[name]) == 0:
             raise ValueError(f"{split_file}: the {name} split is empty; use more images")
+    if not with_masks:
+        _require_every_class(config, names, splits["train"].labels)
     return PreparedData(names, splits, split_file, unreadable)
 
 

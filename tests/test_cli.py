@@ -124,7 +124,7 @@ def test_cache_lists_entries_left_out_before_reading(tmp_path: Path) -> None:
          "--cache-dir", str(tmp_path / "cache")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "1 entries skipped or wrong before reading" in result.output
+    assert "1 entry skipped or wrong before reading" in result.output
     assert "COVID-99.png" in result.output and "images: 9 at 16x16" in result.output
 
 

@@ -69,13 +69,13 @@ def test_train_evaluate_predict_compare(phantoms: Path, tmp_path: Path, real_dat
         ["predict", str(first / "model"), str(real_dataset), str(bad), "--out", str(predictions),
          "--workers", "0", "--quiet"],
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # one input failed
     rows = list(csv.DictReader(predictions.open()))
     assert len(rows) == 44  # every real image; the masks/ folders are skipped
     for row in rows:
         total = sum(float(row[f"p_{name}"]) for name in ("Normal", "COVID", "Viral Pneumonia"))
         assert abs(total - 1) < 1e-4 and row["predicted"] in ("Normal", "COVID", "Viral Pneumonia")
-    assert "empty.png" in result.output and "1 files skipped" in result.output
+    assert "empty.png" in result.output and "1 file skipped" in result.output
 
     result = runner.invoke(app, ["compare", str(first), str(second), "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output

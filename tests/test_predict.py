@@ -147,10 +147,10 @@ def test_lung_focused_models_see_the_lungs_as_in_training(
 
 def test_cli_streams_to_stdout_and_lists_bad_files(model: Path, archive: Path) -> None:
     result = runner.invoke(app, ["predict", str(model), str(archive), "--quiet", "--workers", "0"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # some inputs failed (README, "Exit codes")
     lines = [line for line in result.stdout.splitlines() if "\t" in line]
     assert len(lines) == 12
-    assert "1 files skipped" in result.stderr and "broken.png" in result.stderr
+    assert "1 file skipped" in result.stderr and "broken.png" in result.stderr
 
 
 def test_cli_resume_needs_an_output(model: Path, archive: Path) -> None:
@@ -161,9 +161,9 @@ def test_cli_resume_needs_an_output(model: Path, archive: Path) -> None:
 def test_cli_resume_reports_what_was_there(model: Path, archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     args = ["predict", str(model), str(archive), "--out", str(out), "--quiet", "--workers", "0"]
-    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 1  # broken.png
     result = runner.invoke(app, [*args, "--resume"])
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "Wrote 0 predictions" in result.stdout and "(12 already there)" in result.stdout
 
 
@@ -315,14 +315,14 @@ def test_cli_fails_when_nothing_was_predicted(model: Path, tmp_path: Path) -> No
     text.write_text("not an X-ray")
     result = runner.invoke(app, ["predict", str(model), str(text), str(tmp_path / "gone.png"),
                                  "--quiet", "--workers", "0"])  # fmt: skip
-    assert result.exit_code == 1, result.output
-    assert "2 files skipped" in result.output and "no image was predicted" in result.output
+    assert result.exit_code == 3, result.output
+    assert "2 files skipped" in result.output and "no input could be read" in result.output
 
 
 def test_cli_refuses_to_overwrite(model: Path, archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
     args = ["predict", str(model), str(archive), "--out", str(out), "--quiet", "--workers", "0"]
-    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 1  # broken.png
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "already exists" in refused.output
-    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 1

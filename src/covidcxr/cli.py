@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from covidcxr.wording import plural
+
 app = typer.Typer(
     name="covidcxr",
     help="COVID-19 and viral pneumonia on chest X-rays (research use only, not a diagnostic "
@@ -22,10 +24,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no "<bool>" beside flags, no box drawing in logs
 )
-data_app = typer.Typer(help="Inspect, generate, split and cache datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect, generate, split and cache datasets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
-segment_app = typer.Typer(help="Lung segmentation: train, predict, evaluate.", no_args_is_help=True)
+segment_app = typer.Typer(
+    help="Lung segmentation: train, predict, evaluate.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(segment_app, name="segment")
 
 Classes = Annotated[
@@ -65,14 +72,31 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+#: Exit status of the commands that read inputs (predict, segment predict, explain); README,
+#: "Exit codes". Usage errors (a bad flag, a missing model, an output refused) exit 2.
+EXIT_SOME_FAILED = 1
+EXIT_NONE_READ = 3
+
+
 def _list_skipped(failures: list[tuple[Path, str]]) -> None:
     """The files a batch command could not use, with their reasons, on stderr."""
     if failures:
         from covidcxr.io import escape_path
 
-        typer.echo(f"{len(failures)} files skipped:", err=True)
+        typer.echo(f"{plural(len(failures), 'file')} skipped:", err=True)
         for path, reason in failures:
             typer.echo(f"  {escape_path(path)}: {reason}", err=True)
+
+
+def _finish(done: int, failures: list[tuple[Path, str]]) -> None:
+    """List the skipped files, then exit 0 when nothing failed, :data:`EXIT_SOME_FAILED` when
+    some inputs failed and :data:`EXIT_NONE_READ` when none could be used, so scripts notice."""
+    _list_skipped(failures)
+    if done == 0:
+        typer.echo("error: no input could be read (see the files skipped above)", err=True)
+        raise typer.Exit(EXIT_NONE_READ)
+    if failures:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def _evaluation_folder(model: Path) -> Path:
@@ -87,9 +111,13 @@ def _evaluation_folder(model: Path) -> Path:
 
 @contextmanager
 def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar with ETA on stderr; yields the ``progress(done, total)`` callback."""
+    """A progress bar with ETA on stderr; yields the ``progress(done, total)`` callback. When
+    stderr is not a terminal (a log file, a pipe), plain lines at every tenth instead."""
     if quiet:
         yield None
+        return
+    if not sys.stderr.isatty():
+        yield _progress_lines(description)
         return
     from rich.console import Console
     from rich.progress import (
@@ -116,6 +144,26 @@ def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], No
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+#: Fewer items than this get no progress lines in a log file.
+MIN_PROGRESS_LINES = 20
+
+
+def _progress_lines(description: str) -> Callable[[int, int], None]:
+    """``progress(done, total)`` that writes ``description: done/total`` to stderr when a
+    further tenth of the work is done: a log file gets about ten lines, no control characters."""
+    shown = {"tenth": -1}
+
+    def update(done: int, total: int) -> None:
+        if 0 < total < MIN_PROGRESS_LINES:  # a handful of files: the results say enough
+            return
+        tenth = 10 * done // total if total else 0
+        if tenth > shown["tenth"] and (done or not total):
+            shown["tenth"] = tenth
+            typer.echo(f"{description}: {done:,}/{total:,}", err=True)
+
+    return update
 
 
 @data_app.command("inspect")
@@ -232,7 +280,8 @@ def data_cache(
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
     if index.problems:
-        typer.echo(f"{len(index.problems)} entries skipped or wrong before reading:")
+        count = plural(len(index.problems), "entry", "entries")
+        typer.echo(f"{count} skipped or wrong before reading:")
         for problem, reason in index.problems:
             typer.echo(f"  {escape_path(problem)}: {reason}")
     cache = ImageCache(cache_dir)
@@ -269,7 +318,11 @@ def _devices(value: str | None) -> int | str | None:
 @app.command("train")
 def train_command(
     data: Annotated[
-        Path | None, typer.Option(help="Dataset folder (any layout) or CSV manifest.")
+        Path | None,
+        typer.Option(
+            help="Dataset folder (any layout) or CSV manifest. Required, unless --config or "
+            "--resume gives it."
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model name (see `covidcxr models`). Default seed-cnn.")
@@ -408,29 +461,25 @@ def _run_training(
             config_file = saved
         settings = load_yaml(config_file) if config_file is not None else {}
         settings |= flags
+        if not settings.get("data"):
+            raise ValueError(
+                "--data is required: the dataset folder or CSV manifest to train on (or a "
+                "`data:` line in the --config file)"
+            )
         if quiet:
             settings["quiet"] = True
         config = config_from_mapping(settings)
         from covidcxr.models import get_model_spec
 
-        spec = get_model_spec(config.model)
+        spec = get_model_spec(config.model, task)
         if spec.task != task:
             command = "covidcxr segment train" if spec.task == "segmentation" else "covidcxr train"
             raise ValueError(f"{spec.name} is a {spec.task} model: train it with `{command}`")
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
 
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (configures its logger on import; quieted below)
-
-    from covidcxr.engine.train import train
+    from covidcxr.engine.train import train  # quiets Lightning's chatter itself
     from covidcxr.models import WeightsUnavailableError
-
-    # Lightning's start-up banner and tips say nothing our own summary does not.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
     bars = _ProgressFactory(config.quiet)
     try:
@@ -512,7 +561,7 @@ def evaluate_command(
             f"specificity {100 * scores['specificity']:6.2f} %"
         )
     if metrics["unreadable"]:
-        typer.echo(f"{len(metrics['unreadable'])} unreadable images skipped:")
+        typer.echo(f"{plural(len(metrics['unreadable']), 'unreadable image')} skipped:")
         for item in metrics["unreadable"]:
             typer.echo(f"  {item['path']}: {item['reason']}")
     for result in metrics.get("external", []):
@@ -593,12 +642,9 @@ def predict_command(
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise _fail(str(error)) from None
     if out is not None:
-        already = f" ({result.skipped} already there)" if resume else ""
-        typer.echo(f"Wrote {result.predicted} predictions to {result.out}{already}")
-    _list_skipped(result.failures)
-    if result.predicted == 0 and result.skipped == 0:  # scripts must notice
-        typer.echo("error: no image was predicted (see the files skipped above)", err=True)
-        raise typer.Exit(1)
+        already = f" ({result.skipped:,} already there)" if resume else ""
+        typer.echo(f"Wrote {plural(result.predicted, 'prediction')} to {result.out}{already}")
+    _finish(result.predicted + result.skipped, result.failures)
 
 
 @app.command("export")
@@ -686,7 +732,11 @@ def compare_command(
 @segment_app.command("train")
 def segment_train(
     data: Annotated[
-        Path | None, typer.Option(help="Dataset folder with lung masks (or a manifest).")
+        Path | None,
+        typer.Option(
+            help="Dataset folder with lung masks (or a manifest). Required, unless --config or "
+            "--resume gives it."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/unet).")] = None,
     model: Annotated[str, typer.Option(help="Segmentation model.")] = "unet",
@@ -767,8 +817,8 @@ def segment_predict(
             result = segment_files(model, inputs, out, postprocess, progress)
     except (FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
-    typer.echo(f"Wrote {len(result.rows)} masks and overlays to {out}")
-    _list_skipped(result.failures)
+    typer.echo(f"Wrote {plural(len(result.rows), 'mask')} and overlays to {out}")
+    _finish(len(result.rows), result.failures)
 
 
 @segment_app.command("evaluate")
@@ -843,8 +893,8 @@ def explain_command(
             "" if row["lung_fraction"] is None else f"  {100 * row['lung_fraction']:.0f} % in lungs"
         )
         typer.echo(f"{row['path']}\t{row['predicted']}\t{row['confidence']:.3f}{share}")
-    typer.echo(f"Wrote {len(result.rows)} overlays to {out}")
-    _list_skipped(result.failures)
+    typer.echo(f"Wrote {plural(len(result.rows), 'overlay')} to {out}")
+    _finish(len(result.rows), result.failures)
 
 
 @app.command("report")
@@ -913,7 +963,7 @@ def serve_command(
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /model, and a page at / to drop
     X-rays on (research use only)."""
-    from covidcxr.service.app import ServiceSettings, default_models, serve
+    from covidcxr.service.app import ServiceSettings, serve
 
     try:
         settings = ServiceSettings(
@@ -930,14 +980,17 @@ def serve_command(
             message = message.replace(f"{setting}=", f"{flag} ").replace(setting, flag)
         message = message.replace("allowed_hosts", "--allowed-host")
         raise _fail(message) from None
-    try:
-        model, seg = default_models(model, seg)
+
+    def announce(model: str | Path, seg: str | Path | None) -> None:
         lungs = f" with lung model {seg}" if seg is not None else ""
+        shown = f"[{host}]" if ":" in host else host
         typer.echo(
-            f"covidcxr: serving {model}{lungs} on http://{host}:{port}/  (research use only)"
+            f"covidcxr: serving {model}{lungs} on http://{shown}:{port}/  (research use only)"
         )
-        serve(model, seg, host, port, settings)
-    except (FileNotFoundError, ValueError) as error:
+
+    try:
+        serve(model, seg, host, port, settings, announce=announce)
+    except (OSError, ValueError) as error:  # FileNotFoundError is an OSError
         raise _fail(str(error)) from None
 
 

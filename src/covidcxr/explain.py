@@ -240,10 +240,7 @@ def saliency_overlay(
     rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
     if lung_mask is not None:
         # Outline pixels are the only non-black ones when drawn on a black image.
-        thickness = max(2, round(min(image.shape) / 150))
-        drawn = lung_outline_overlay(
-            np.zeros(image.shape, np.float32), lung_mask, OUTLINE_COLOUR, thickness
-        )
+        drawn = lung_outline_overlay(np.zeros(image.shape, np.float32), lung_mask, OUTLINE_COLOUR)
         rgb[drawn.any(axis=2)] = OUTLINE_COLOUR
     return rgb
 

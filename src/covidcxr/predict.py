@@ -353,9 +353,11 @@ def _decode_ahead(
             yield current, list(future)
             current, future = following, next_future
     finally:
-        # Closed early (an error downstream, Ctrl-C): drop the chunk decoded ahead, do not
-        # wait for it.
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Closed early (an error downstream, Ctrl-C): the chunk decoded ahead is dropped. The
+        # pool is always joined: one left running (``wait=False``) races the interpreter's exit
+        # and prints "OSError: [Errno 9] Bad file descriptor" after the results. Joining costs
+        # at most the images a worker is decoding now (Ctrl-C reaches the workers too).
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _predict_rows(

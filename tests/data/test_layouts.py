@@ -409,3 +409,13 @@ def test_manifest_that_is_not_utf8_names_itself(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not UTF-8") as caught:
         discover(manifest)
     assert str(manifest) in str(caught.value) and "save it as UTF-8" in str(caught.value)
+
+
+def test_a_zip_archive_gets_the_command_that_unpacks_it(tmp_path: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("COVID-19_Radiography_Dataset/COVID/images/COVID-1.png", b"x")
+    with pytest.raises(ValueError, match=r"zip archive.*python -m zipfile -e .*archive.zip"):
+        discover(archive)

@@ -357,7 +357,7 @@ def test_split_dataset_keeps_duplicates_and_manifest_groups_together(
     assert split_of["COVID-2.png"] == split_of["COVID-3.png"]  # same patient in the manifest
     counts = result.counts()
     assert sum(counts["train"].values()) > sum(counts["test"].values()) > 0
-    assert "unreadable images left out" in result.describe()
+    assert "1 unreadable image left out" in result.describe()
 
     # the CSV reads back against the dataset's root
     samples, splits = read_split_csv(result.path, manifest.parent)

@@ -85,8 +85,8 @@ def test_segment_predict_writes_masks_at_each_input_size(
         app, ["segment", "predict", str(segmenter_run), str(inputs), str(bad), "--out", str(out),
               "--quiet"],
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "1 files skipped" in result.output and "bad.png" in result.output
+    assert result.exit_code == 1, result.output  # one input failed
+    assert "1 file skipped" in result.output and "bad.png" in result.output
     for image_path in sorted(inputs.glob("*.png")):
         with Image.open(image_path) as image, Image.open(out / f"{image_path.stem}_mask.png") as m:
             assert m.size == image.size and m.mode == "L"
@@ -110,6 +110,21 @@ def test_segment_evaluate_on_the_test_split(
     assert abs(metrics["dice"] - trained["test_dice"]) < 0.05  # 299 px input vs 64 px masks
     assert len(metrics["per_image"]) == metrics["num_images"]
     assert (out / "worst_cases.png").is_file() and (out / "per_image.csv").is_file()
+    assert metrics["scored"] == "the test split"
+
+
+def test_segment_evaluate_without_a_split_says_what_it_scored(
+    segmenter_run: Path, real_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "all"
+    result = runner.invoke(
+        app, ["segment", "evaluate", str(segmenter_run), "--data", str(real_dataset),
+              "--out", str(out), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["subset"] == "all"
+    assert metrics["scored"] == f"all {metrics['num_images']} masked images of {real_dataset.name}"
 
 
 def test_lung_focused_classifiers(segmenter_run: Path, phantoms: Path, tmp_path: Path) -> None:

@@ -181,3 +181,13 @@ def test_network_carries_its_spec_and_default_weights_apply():
     assert network.num_classes == 3 and network.num_features == 1600
     segmenter = create_model("tiny-unet")  # default num_classes: 1 mask channel
     assert segmenter.spec is get_model_spec("tiny-unet") and segmenter.num_classes == 1
+
+
+def test_suggestions_come_from_the_same_task_and_never_test_networks():
+    with pytest.raises(ValueError) as caught:
+        get_model_spec("resnet", task="classification")
+    message = str(caught.value)
+    assert "Available classification models: seed-cnn" in message
+    assert "unet" not in message and "tiny" not in message
+    with pytest.raises(ValueError, match=r"Did you mean 'unet-lite'.*Available segmentation"):
+        get_model_spec("unet-lit", task="segmentation")

@@ -69,6 +69,23 @@ def test_default_thickness_is_two_pixels_wide():
     assert not coloured[15:25, 15:25].any()
 
 
+def test_default_outline_grows_with_the_film_so_it_survives_scaling_down():
+    from PIL import Image
+
+    from covidcxr.segmentation.overlay import outline_width
+
+    assert [outline_width((s, s)) for s in (40, 299, 450, 1500, 3000)] == [2, 2, 3, 10, 20]
+    side = 3000
+    image = np.full((side, side), 0.5, dtype=np.float32)
+    mask = np.zeros((256, 256), dtype=bool)
+    mask[40:220, 40:220] = True
+    rgb = lung_outline_overlay(image, mask)
+    shown = np.asarray(Image.fromarray(rgb).resize((300, 300), Image.Resampling.LANCZOS))
+    # at a tenth of its size the outline is still a red line, not a faint tint
+    reddest = (shown[..., 0].astype(int) - shown[..., 1]).max(axis=1)
+    assert reddest.max() > 150
+
+
 def test_one_pixel_outline_is_every_lung_pixel_with_a_neighbour_outside():
     image = np.full((45, 51), 0.25, dtype=np.float32)
     rows, cols = np.mgrid[:45, :51]

@@ -77,6 +77,8 @@ def test_png_gives_the_libraries_probabilities(client, model, xray) -> None:
     assert body["notice"] == NOTICE
     assert body["image"]["format"] == "PNG" and body["dicom"] is None
     assert body["overlay_png"] is None and body["lung_mask_png"] is None
+    assert body["film_png"] is None and body["heatmap_png"] is None
+    assert body["lung_outline_png"] is None
 
 
 def test_jpeg_and_raw_bodies_are_accepted(client, xray) -> None:
@@ -144,10 +146,33 @@ def test_heatmap_and_lung_outline(lung_client, xray) -> None:
     assert 0.0 <= body["lung_fraction"] <= 1.0
 
 
+def test_the_overlays_layers_rebuild_it(lung_client, xray) -> None:
+    """The page lays heatmap_png and lung_outline_png over film_png with CSS opacity: at
+    opacity 0.45 (saliency_overlay's default) that is overlay_png again."""
+    body = upload(lung_client, xray.read_bytes(), "?heatmap=true&lungs=true").json()
+    overlay = decode_png(body["overlay_png"]).astype(np.float64)
+    film = decode_png(body["film_png"]).astype(np.float64)
+    heatmap = decode_png(body["heatmap_png"]).astype(np.float64)
+    outline = decode_png(body["lung_outline_png"]).astype(np.float64)
+    assert film.shape == overlay.shape[:2]
+    assert heatmap.shape == outline.shape == (*overlay.shape[:2], 4)
+    assert set(np.unique(outline[..., 3])) == {0, 255}
+    assert heatmap[..., 3].max() > 0  # some evidence somewhere
+
+    def over(below: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarray:
+        weight = opacity * layer[..., 3:] / 255
+        return (1 - weight) * below + weight * layer[..., :3]
+
+    rebuilt = over(over(np.repeat(film[..., None], 3, axis=2), heatmap, 0.45), outline, 1.0)
+    assert np.abs(rebuilt - overlay).max() <= 2  # two roundings to uint8
+
+
 def test_heatmap_without_a_segmenter(client, xray) -> None:
     body = upload(client, xray.read_bytes(), "?heatmap=true&lungs=true").json()
     assert body["overlay_png"] is not None
+    assert body["film_png"] is not None and body["heatmap_png"] is not None
     assert body["lung_mask_png"] is None and body["lungs_available"] is False
+    assert body["lung_outline_png"] is None
     assert body["lung_fraction"] is None
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -109,6 +110,13 @@ def discover(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_file():
+        if zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{path}: is a zip archive; covidcxr reads the folder inside it. Unpack it "
+                f"once (`python -m zipfile -e {path} DEST` or `unzip {path} -d DEST`), then "
+                "point covidcxr at the folder it holds (the Kaggle download's is "
+                "DEST/COVID-19_Radiography_Dataset)"
+            )
         if path.suffix.lower() != ".csv":
             raise ValueError(
                 f"{path}: expected a dataset folder or a CSV manifest (path,label[,group,source]),"

@@ -24,6 +24,7 @@ import numpy as np
 
 from covidcxr.data.sample import Sample
 from covidcxr.io import NOT_UTF8_REASON, escape_path, is_utf8_path
+from covidcxr.wording import plural
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 PAPER_FRACTIONS: tuple[float, ...] = (0.7, 0.1, 0.2)
@@ -368,13 +369,16 @@ class SplitResult:
             classes = ", ".join(f"{name} {count:,}" for name, count in per_class.items())
             lines.append(f"  {split:<5} {total:>7,}  ({classes})")
         lines.append(
-            f"  {self.duplicate_groups:,} near-duplicate groups kept within one split each"
+            f"  {plural(self.duplicate_groups, 'near-duplicate group')} kept within one split each"
         )
         if self.problems:
-            lines.append(f"  {len(self.problems)} entries skipped or wrong before reading:")
+            lines.append(
+                f"  {plural(len(self.problems), 'entry', 'entries')} skipped or wrong before "
+                "reading:"
+            )
             lines.extend(f"    {path}: {reason}" for path, reason in self.problems)
         if self.unreadable:
-            lines.append(f"  {len(self.unreadable)} unreadable images left out:")
+            lines.append(f"  {plural(len(self.unreadable), 'unreadable image')} left out:")
             lines.extend(f"    {path}: {reason}" for path, reason in self.unreadable)
         return "\n".join(lines)
 

@@ -183,3 +183,31 @@ class EpochHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class EpochLines(pl.Callback):
+    """One plain line per epoch through ``log`` (rank 0 only): what a log file or a quiet run
+    shows instead of progress bars. Reads the row :class:`EpochHistory` has just added, so it
+    goes after it in the callback list. A ``*`` marks an epoch with the lowest validation loss
+    so far (the one the best checkpoint keeps)."""
+
+    def __init__(self, history: EpochHistory, log: Callable[[str], None]) -> None:
+        self.history = history
+        self._write = log  # not ``self.log``: Lightning binds that name to the module's log()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self.history.rows:
+            return
+        row, score = self.history.rows[-1], self.history.score
+        best = min(r["val_loss"] for r in self.history.rows) == row["val_loss"]
+        name = "accuracy" if score == "accuracy" else score
+        self._write(
+            f"epoch {row['epoch']:>3}/{trainer.max_epochs}  "
+            f"train loss {row['train_loss']:.4f} {name} {_percent(row[f'train_{score}'])}  "
+            f"val loss {row['val_loss']:.4f} {name} {_percent(row[f'val_{score}'])}  "
+            f"{row['train_seconds']:.1f} s{'  *' if best else ''}"
+        )
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from covidcxr.engine.inference import map_network, normalise
 from covidcxr.engine.module import reduce_totals
+from covidcxr.wording import plural
 
 
 class SegmentationModule(pl.LightningModule):
@@ -232,7 +233,10 @@ def setup_segmentation(config, spec, run_dir, progress_factory, log):
     data = prepare_data(config, spec.input_size, run_dir, progress_factory, with_masks=True)
     log(f"Split of the images with lung masks ({data.split_file}):\n{describe_splits(data)}")
     if data.unreadable:
-        log(f"{len(data.unreadable)} unreadable images or masks left out ({METRICS_FILE})")
+        log(
+            f"{plural(len(data.unreadable), 'unreadable file')} (images or masks) left out "
+            f"({METRICS_FILE})"
+        )
     torch.manual_seed(config.seed)
     network = create_model(config.model, weights=None)
     module = SegmentationModule(

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 
 from covidcxr.config import NO_WEIGHTS, TrainConfig, resolve
 from covidcxr.config import save_yaml as save_config
+from covidcxr.wording import plural
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -66,19 +69,7 @@ def train(
     processes of a multi-device run). ``resume`` continues the run in ``config.out`` from its
     last checkpoint (pass the settings saved in its ``config.yaml``; a larger ``max_epochs``
     extends the run)."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
-
-    from covidcxr.engine.callbacks import (
-        AtomicModelCheckpoint,
-        EpochHistory,
-        EpochSeeding,
-        PlateauSchedule,
-    )
-    from covidcxr.engine.module import PLATEAU_FACTOR, PLATEAU_PATIENCE
     from covidcxr.engine.perf import tune_allocator
-    from covidcxr.engine.segmentation import setup_segmentation
-    from covidcxr.models import get_model_spec
 
     started = time.perf_counter()
     tune_allocator()
@@ -102,8 +93,38 @@ def train(
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
-    if rank == 0:
-        save_config(config, run_dir / CONFIG_FILE)
+    with _removed_if_nothing_trained(run_dir, active=rank == 0 and not resume), quiet_lightning():
+        if rank == 0:
+            save_config(config, run_dir / CONFIG_FILE)
+        return _fit(
+            config, run_dir, resume, last_checkpoint, started, callbacks, progress_factory, log
+        )
+
+
+def _fit(
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    last_checkpoint: Path,
+    started: float,
+    callbacks: Sequence[Any],
+    progress_factory: ProgressFactory,
+    log: Callable[[str], None],
+) -> RunResult | None:
+    """Set up the task, fit, restore the best weights, score and save (see :func:`train`)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+
+    from covidcxr.engine.callbacks import (
+        AtomicModelCheckpoint,
+        EpochHistory,
+        EpochLines,
+        EpochSeeding,
+        PlateauSchedule,
+    )
+    from covidcxr.engine.module import PLATEAU_FACTOR, PLATEAU_PATIENCE
+    from covidcxr.engine.segmentation import setup_segmentation
+    from covidcxr.models import get_model_spec
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     spec = get_model_spec(config.model)
@@ -138,8 +159,11 @@ def train(
     ]
     if job.module.lr_schedule == "plateau":
         all_callbacks.append(PlateauSchedule(PLATEAU_FACTOR, PLATEAU_PATIENCE))
-    if not config.quiet:
+    bars = not config.quiet and _is_terminal()
+    if bars:
         all_callbacks.append(TQDMProgressBar())
+    else:  # a quiet run, or output into a file (SLURM): a plain line per epoch
+        all_callbacks.append(EpochLines(history, log))
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
@@ -151,14 +175,13 @@ def train(
         logger=False,
         default_root_dir=run_dir,
         deterministic="warn",
-        enable_progress_bar=not config.quiet,
+        enable_progress_bar=bars,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    with warnings.catch_warnings():
-        # a frozen trunk stays in eval mode on purpose (BatchNorm statistics must not move)
-        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-        trainer.fit(job.module, *job.loaders, ckpt_path=last_checkpoint if resume else None)
+    # (a frozen trunk stays in eval mode on purpose, so BatchNorm statistics do not move: the
+    # warning about it is among LIGHTNING_WARNINGS)
+    trainer.fit(job.module, *job.loaders, ckpt_path=last_checkpoint if resume else None)
     if not trainer.is_global_zero:
         return None
 
@@ -177,6 +200,67 @@ def train(
         plot_training_curves(history.rows, run_dir / "curves.png", job.module.score_name)
     log(job.summary(metrics))
     return RunResult(run_dir, run_dir / "model", metrics, history.rows)
+
+
+#: What Lightning says that a covidcxr run says better or not at all: its hardware banner ("GPU
+#: available: False..."), tips and adverts, and a deprecation inside Lightning itself.
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+LIGHTNING_WARNINGS = (r".*LeafSpec.*", r".*module\(s\) in eval mode.*")
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO chatter and its own deprecation warnings off while a run trains; the
+    loggers' levels are put back afterwards. Warnings that concern the user's run stay."""
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers' levels: import first)
+
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for pattern in LIGHTNING_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+def _is_terminal() -> bool:
+    """Whether progress bars have a terminal to draw on (Lightning's bars go to stderr)."""
+    import sys
+
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+@contextmanager
+def _removed_if_nothing_trained(run_dir: Path, active: bool) -> Iterator[None]:
+    """A failure before the first checkpoint (no data, a bad setting, unreadable weights...)
+    leaves no half-written run behind: what this run wrote into ``run_dir`` goes, and so does
+    ``run_dir`` itself if the run made it. Once a checkpoint exists the run is resumable and
+    stays. ``active`` is False on resume and on the extra processes of a multi-device run."""
+    if not active:
+        yield
+        return
+    existed = run_dir.exists()
+    before = set(run_dir.iterdir()) if existed else set()
+    try:
+        yield
+    except BaseException:
+        checkpoints = run_dir / CHECKPOINT_DIR
+        if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+            for entry in set(run_dir.iterdir()) - before if run_dir.is_dir() else ():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
 
 
 @dataclass
@@ -202,7 +286,10 @@ def setup_classification(
     data = prepare_data(config, spec.input_size, run_dir, progress_factory)
     log(f"Split ({data.split_file}):\n{describe_splits(data)}")
     if data.unreadable:
-        log(f"{len(data.unreadable)} unreadable images left out (listed in {METRICS_FILE})")
+        log(
+            f"{plural(len(data.unreadable), 'unreadable image')} left out (listed in "
+            f"{METRICS_FILE})"
+        )
     torch.manual_seed(config.seed)  # the new head's initial weights depend on the seed only
     weights = None if config.weights == NO_WEIGHTS else config.weights
     network = create_model(config.model, num_classes=config.num_classes, weights=weights)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from covidcxr.wording import plural
+
 SECTIONS = (
     ("dataset", "Dataset"),
     ("training", "Training"),
@@ -203,7 +205,7 @@ def _dataset_section(metrics, data, workers, progress_factory) -> Section:
     ]
     body = [
         _table(["class", "images", "lung masks", "sources"], rows),
-        f"<p>{len(report.unreadable)} unreadable files; "
+        f"<p>{plural(len(report.unreadable), 'unreadable file')}; "
         f"sources per class: {html.escape(str(sources))}.</p>",
         *figures,
     ]

@@ -192,21 +192,22 @@ def list_models(include_test: bool = False, task: str | None = None) -> list[str
     ]
 
 
-def _entry(name: str) -> _Entry:
+def _entry(name: str, task: str | None = None) -> _Entry:
     entries = _registry()
     if name in entries:
         return entries[name]
-    close = difflib.get_close_matches(str(name).lower(), list(entries), n=3, cutoff=0.5)
+    # suggestions come from the models a user would pick: this task's, not the test-only ones
+    offered = list_models(task=task)
+    close = difflib.get_close_matches(str(name).lower(), offered, n=3, cutoff=0.5)
     hint = f"Did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    raise ValueError(
-        f"unknown model name {name!r}. {hint}Available models: {', '.join(list_models())} "
-        f"(test-only: {', '.join(n for n in entries if entries[n].spec.test_only)})"
-    )
+    kind = f"{task} models" if task is not None else "models"
+    raise ValueError(f"unknown model name {name!r}. {hint}Available {kind}: {', '.join(offered)}")
 
 
-def get_model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` registered under ``name``; ValueError with close matches if none."""
-    return _entry(name).spec
+def get_model_spec(name: str, task: str | None = None) -> ModelSpec:
+    """The :class:`ModelSpec` registered under ``name``. When there is none, ValueError with the
+    close matches among the non-test models of ``task`` (every task when None)."""
+    return _entry(name, task).spec
 
 
 def _resolve_weights(spec: ModelSpec, weights: WeightsArg) -> str | Path | None:

@@ -19,16 +19,19 @@ def plot_worst_cases(
     names: Sequence[str],
     path: Path,
     count: int = 6,
+    scope: str = "the test split",
 ) -> Path:
     """The ``count`` images with the lowest Dice: each X-ray (uint8 or float (H, W)) with the
-    true lung outline (green) and the predicted one (red). Masks are bool (H, W)."""
+    true lung outline (green) and the predicted one (red). Masks are bool (H, W). ``scope``
+    names the images scored, for the title (``"the test split"``, ``"all 30 masked images of
+    DATA"``)."""
     from matplotlib.figure import Figure
 
     order = np.argsort(np.asarray(dice, dtype=float), kind="stable")[:count]
     columns = max(1, min(3, len(order)))
     rows = max(1, int(np.ceil(len(order) / columns)))
     figure = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), dpi=100, layout="constrained")
-    figure.suptitle("Lowest Dice on the test split (green: true lungs, red: predicted)")
+    figure.suptitle(f"Lowest Dice on {scope} (green: true lungs, red: predicted)")
     for slot, index in enumerate(order):
         axes = figure.add_subplot(rows, columns, slot + 1)
         axes.imshow(images[index], cmap="gray")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from covidcxr.io import unique_name
+from covidcxr.wording import plural
 
 CHUNK = 8
 
@@ -151,6 +152,11 @@ def evaluate_segmentation(
         "model_path": str(segmenter.folder),
         "data": str(index.root),
         "subset": subset if split_file is not None else "all",
+        "scored": (
+            f"the {subset} split"
+            if split_file is not None
+            else f"all {plural(len(names), 'masked image')} of {Path(data).name}"
+        ),
         "postprocess": segmenter.card.postprocess if postprocess is None else postprocess,
         **{key: scores[key] for key in ("num_images", "dice", "iou", "hd95")},
         "per_image": [
@@ -164,5 +170,7 @@ def evaluate_segmentation(
         writer.writeheader()
         writer.writerows(metrics["per_image"])
     dice = [row["dice"] for row in scores["per_image"]]
-    plot_worst_cases(shown, truth, predicted, dice, names, out / "worst_cases.png")
+    plot_worst_cases(
+        shown, truth, predicted, dice, names, out / "worst_cases.png", scope=metrics["scored"]
+    )
     return metrics

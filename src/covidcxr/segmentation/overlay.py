@@ -15,14 +15,24 @@ from scipy import ndimage
 
 from covidcxr.data.transforms import check_grey_image, resize_mask
 
-__all__ = ["lung_outline_overlay", "mask_to_png", "save_overlay"]
+__all__ = ["lung_outline_overlay", "mask_to_png", "outline_width", "save_overlay"]
+
+#: Outline pixels per pixel of the image's shorter side: about 1/150 of it, so that a film shown
+#: at ~300 px (a page, a thumbnail) still shows a line of two screen pixels.
+OUTLINE_FRACTION = 1 / 150
+
+
+def outline_width(shape: tuple[int, ...]) -> int:
+    """The outline width (pixels) for an image of ``shape`` ``(H, W, ...)``: 2 up to 375 px,
+    then 1/150 of the shorter side (20 px on a 3,000-pixel film), so it survives scaling down."""
+    return max(2, round(min(shape[:2]) * OUTLINE_FRACTION))
 
 
 def lung_outline_overlay(
     image: np.ndarray,
     mask: np.ndarray,
     colour: Sequence[int] = (255, 64, 64),
-    thickness: int = 2,
+    thickness: int | None = None,
 ) -> np.ndarray:
     """The X-ray in grey with the lung outline drawn in ``colour``.
 
@@ -32,7 +42,8 @@ def lung_outline_overlay(
             :func:`~covidcxr.data.transforms.resize_mask` (nearest neighbour, pixel centres
             aligned), so the database's 256×256 masks fit their 299×299 images.
         colour: ``(red, green, blue)``, each an int in ``[0, 255]``.
-        thickness: outline width in pixels (≥ 1).
+        thickness: outline width in pixels (≥ 1); by default :func:`outline_width` of the
+            image, so the line stays visible when a large film is shown small.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB: grey ``round(255 × image)`` in all three channels, except the
@@ -44,6 +55,8 @@ def lung_outline_overlay(
     """
     check_grey_image(image)
     colour = _check_colour(colour)
+    if thickness is None:
+        thickness = outline_width(image.shape)
     if isinstance(thickness, bool) or not isinstance(thickness, int | np.integer) or thickness < 1:
         raise ValueError(f"thickness should be a positive int (pixels), got {thickness!r}")
     lung_mask = resize_mask(mask, image.shape)

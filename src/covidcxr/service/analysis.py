@@ -201,6 +201,9 @@ class Analyser:
             },
             "dicom": _dicom_summary(data) if kind == "DICOM" else None,
             "overlay_png": None,
+            "film_png": None,
+            "heatmap_png": None,
+            "lung_outline_png": None,
             "lung_mask_png": None,
             "lung_fraction": None,
             "lungs_available": self.segmenter is not None,
@@ -211,7 +214,7 @@ class Analyser:
             "notice": NOTICE,
         }
         if saliency is not None or mask is not None:
-            result["overlay_png"] = _overlay_png(image, saliency, mask)
+            result.update(_display_pngs(image, saliency, mask))
         if mask is not None:
             # uint8 throughout: ``mask * 255`` would be a full-size int64 array first.
             result["lung_mask_png"] = _png_base64(mask.astype(np.uint8) * np.uint8(255))
@@ -258,19 +261,52 @@ def _dicom_summary(data: bytes) -> dict[str, Any]:
     return summary
 
 
-def _overlay_png(image: np.ndarray, saliency: np.ndarray | None, mask: np.ndarray | None) -> str:
-    """The X-ray with the heatmap and / or lung outline, at most DISPLAY_SIZE px, as base64."""
+def _display_pngs(
+    image: np.ndarray, saliency: np.ndarray | None, mask: np.ndarray | None
+) -> dict[str, str | None]:
+    """The pictures of one answer, at most DISPLAY_SIZE px on the longest side, as base64 PNGs.
+
+    ``overlay_png``: the X-ray with the heatmap and / or lung outline drawn in (RGB). The same
+    picture in layers, for a viewer that lets the reader fade the heatmap: ``film_png`` the
+    plain X-ray (grey); ``heatmap_png`` (RGBA, None without ``saliency``) each pixel's
+    "inferno" colour at opacity = its saliency, so that laid over the film at opacity ``a``
+    it gives the overlay of :func:`~covidcxr.explain.saliency_overlay` with ``alpha=a``
+    (the overlay's is 0.45); ``lung_outline_png`` (RGBA, None without ``mask``) the cyan
+    outline on a transparent ground."""
+    from matplotlib import colormaps
+
     from covidcxr.data.transforms import resize_mask
-    from covidcxr.explain import saliency_overlay
+    from covidcxr.explain import COLORMAP, saliency_overlay
 
     height, width = image.shape
     scale = min(1.0, DISPLAY_SIZE / max(height, width))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    shown = _resize_float(image, size)
+    shown = np.clip(_resize_float(image, size), 0.0, 1.0)
     heat = _resize_float(saliency, size) if saliency is not None else np.zeros(size, np.float32)
+    heat = np.clip(heat, 0.0, 1.0)
     small_mask = resize_mask(mask, size) if mask is not None else None
-    rgb = saliency_overlay(shown, np.clip(heat, 0.0, 1.0), small_mask)
-    return _png_base64(rgb)
+    pngs: dict[str, str | None] = {
+        "overlay_png": _png_base64(saliency_overlay(shown, heat, small_mask)),
+        "film_png": _png_base64(_to_uint8(shown)),
+        "heatmap_png": None,
+        "lung_outline_png": None,
+    }
+    if saliency is not None:
+        colours = colormaps[COLORMAP](heat)  # (H, W, 4) in [0, 1]
+        colours[..., 3] = heat
+        pngs["heatmap_png"] = _png_base64(_to_uint8(colours))
+    if small_mask is not None:
+        # The outline alone: drawn on a black film with no heat, it is the only colour there.
+        blank = np.zeros(size, np.float32)
+        outline = saliency_overlay(blank, blank, small_mask)
+        opacity = np.where(outline.any(axis=2), np.uint8(255), np.uint8(0))
+        pngs["lung_outline_png"] = _png_base64(np.dstack([outline, opacity]))
+    return pngs
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """``values`` in ``[0, 1]`` as uint8 in ``[0, 255]``, rounded as saliency_overlay does."""
+    return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
 
 
 def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

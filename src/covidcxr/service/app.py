@@ -27,6 +27,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,12 @@ def create_app(
     @app.post("/predict", openapi_extra=OPENAPI_UPLOAD, responses=PREDICT_REFUSALS)
     async def predict(
         request: Request,
-        heatmap: bool = Query(False, description="Add a Grad-CAM overlay (overlay_png)."),
+        heatmap: bool = Query(
+            False,
+            description="Add the Grad-CAM overlay (overlay_png) and its layers: the plain film "
+            "(film_png), the heatmap alone with transparency (heatmap_png) and, with lungs, "
+            "the lung outline alone (lung_outline_png).",
+        ),
         lungs: bool = Query(
             False, description="Add the lung mask and outline (needs a segmenter)."
         ),
@@ -263,10 +269,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServiceSettings | None = None,
+    announce: Callable[[str | Path, str | Path | None], None] | None = None,
 ) -> None:
     """Run the service with uvicorn until interrupted; with no ``model``, the best shipped
     classifier with the shipped lung model (:mod:`covidcxr.zoo`). uvicorn runs with the limits
     of :func:`~covidcxr.service.server.server_config`.
+
+    Everything that can fail is done first: the models are loaded and the address is bound
+    (``OSError`` when it is taken), and only then is ``announce(model, seg_model)`` called, so
+    a "serving..." line is never printed for a service that does not start.
 
     Unlike training (``covidcxr.engine.perf.tune_allocator``, which keeps a process's peak
     memory for its whole life), the service has large buffers unmapped as soon as they are
@@ -275,14 +286,18 @@ def serve(
     import uvicorn
 
     from covidcxr.service.budget import unmap_large_buffers
-    from covidcxr.service.server import keep_uploads_out_of_logs, server_config
+    from covidcxr.service.server import keep_uploads_out_of_logs, listen, server_config
 
     keep_uploads_out_of_logs()
     unmap_large_buffers()
     settings = settings or ServiceSettings()
     model, seg_model = default_models(model, seg_model)
     app = create_app(model, seg_model, settings, host=host)
-    uvicorn.Server(server_config(app, settings, host, port)).run()
+    config = server_config(app, settings, host, port)
+    listening = listen(host, port)  # before the announcement: a taken port fails here
+    if announce is not None:
+        announce(model, seg_model)
+    uvicorn.Server(config).run(sockets=[listening])
 
 
 def default_models(

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import logging
+import socket
 import warnings
 from typing import Any
 
@@ -116,6 +118,30 @@ def server_config(app: Any, settings: ServiceSettings, host: str, port: int, **o
     }
     arguments.update(options)
     return uvicorn.Config(app, **arguments)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening, for uvicorn to serve on. Raises
+    ``OSError`` naming the address when it cannot be had (taken, or not this machine's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            error.errno,
+            f"cannot listen on {host}:{port}: {error.strerror}"
+            + (
+                " (another program uses the port; pick another with --port)"
+                if error.errno == errno.EADDRINUSE
+                else ""
+            ),
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _address(client: tuple[str, int] | None) -> str:

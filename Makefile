@@ -40,7 +40,7 @@ demo: install
 	$(BIN)/covidcxr train --data $(DEMO)/data --model seed-cnn --augment \
 		--out $(DEMO)/seed-cnn-augment --epochs 80 --batch-size 64 $(DEMO_TRAIN)
 	$(BIN)/covidcxr train --data $(DEMO)/data --model efficientnet-lite0 \
-		--out $(DEMO)/efficientnet-lite0 --epochs 40 --batch-size 32 $(DEMO_TRAIN)
+		--out $(DEMO)/efficientnet-lite0 --epochs 60 --batch-size 32 $(DEMO_TRAIN)
 	$(BIN)/covidcxr segment train --data $(DEMO)/data --model unet-lite --out $(DEMO)/unet-lite \
 		--epochs 3 --batch-size 16 --split $(DEMO)/splits.csv --quiet
 	$(BIN)/covidcxr segment predict $(DEMO)/unet-lite $(DEMO)/data/Normal/images/Normal-1.png \
@@ -58,7 +58,7 @@ demo: install
 	@echo "models know nothing about real X-rays. The pretrained models that ship with covidcxr"
 	@echo "were trained on real films:"
 	@if [ -d "$(REAL_SAMPLE)" ]; then \
-		echo "on the real X-rays in $(REAL_SAMPLE) (never seen in training):"; \
+		echo "on the real X-rays in $(REAL_SAMPLE) (kept out of their training):"; \
 		$(BIN)/covidcxr evaluate efficientnet-lite0-db --data "$(REAL_SAMPLE)" \
 			--out $(DEMO)/real-sample --quiet; \
 	else \
@@ -105,11 +105,13 @@ browser:
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

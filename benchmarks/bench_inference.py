@@ -5,8 +5,9 @@
 
 For each model an untrained classifier (seeded weights, 3 classes; timing does not depend on
 the weights) is saved to a temporary folder as ``covidcxr train`` writes one, exported with
-:func:`covidcxr.export.export_onnx`, and loaded twice: :func:`covidcxr.artifact.load_model`
-(PyTorch eager) and :func:`covidcxr.export.load_onnx` (ONNX Runtime). Timed for both:
+:func:`covidcxr.inference.export.export_onnx`, and loaded twice:
+:func:`covidcxr.inference.artifact.load_model` (PyTorch eager) and
+:func:`covidcxr.inference.export.load_onnx` (ONNX Runtime). Timed for both:
 
 * batch 1, ``predict_prepared`` on a uint8 ``(1, 1, S, S)`` image (normalisation, network,
   softmax): median and p90 latency of ``--repeats`` calls after 20 warm-up calls (default 200
@@ -20,7 +21,7 @@ the weights) is saved to a temporary folder as ``covidcxr train`` writes one, ex
 Targets printed beside the figures: batch-1 latency <= 2 ms (seed-cnn) and <= 25 ms
 (efficientnet-lite0) per image; ONNX Runtime >= 1.3× eager. torch runs on as many threads as
 the process may use cores (``os.sched_getaffinity``; ``--threads`` changes it), ONNX Runtime
-with its default, after :func:`covidcxr.engine.perf.tune_allocator` as the CLI does. When
+with its default, after :func:`covidcxr.perf.tune_allocator` as the CLI does. When
 other processes keep a core busy, torch's threads wait for each other at every layer and eager
 latency jumps by up to ~100 ms a call: compare with ``--threads 1``. ``--quick`` is a smoke run
 (at most 20 timed calls, 3 warm-up); its figures are noisy. Not a test: nothing is asserted.
@@ -39,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covidcxr.artifact import Classifier, load_model, save_untrained
-from covidcxr.engine.inference import normalise
-from covidcxr.engine.perf import tune_allocator
-from covidcxr.export import export_onnx, load_onnx
+from covidcxr.inference.artifact import Classifier, load_model, save_untrained
+from covidcxr.inference.batched import normalise
+from covidcxr.inference.export import export_onnx, load_onnx
+from covidcxr.perf import tune_allocator
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "real-sample"

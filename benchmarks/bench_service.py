@@ -241,7 +241,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        from covidcxr.artifact import save_untrained
+        from covidcxr.inference.artifact import save_untrained
 
         model = save_untrained(root / "model", args.model)
         port = args.port or free_port()

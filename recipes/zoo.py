@@ -412,7 +412,7 @@ def ship_model(source: Path, target: Path, name: str, provenance: dict) -> None:
         "README states no licence: research use only; cite Chowdhury et al., IEEE Access 8 "
         "(2020) 132665, and Rahman et al., arXiv:2012.02238."
     )
-    from covidcxr.artifact import INTENDED_USE
+    from covidcxr.inference.artifact import INTENDED_USE
 
     card["intended_use"] = INTENDED_USE
     card["training_data"]["provenance"] = provenance
@@ -425,12 +425,12 @@ def refit_reference(folder: Path, data: Path, split_file: Path, cache: Path | No
     features and images of the training split, thresholds on the validation split."""
     import torch
 
-    from covidcxr.artifact import load_model
     from covidcxr.data.cache import ImageCache
     from covidcxr.data.layouts import discover
     from covidcxr.data.splits import read_split_csv
-    from covidcxr.engine.inference import extract_features
-    from covidcxr.ood import OOD_FILE, fit_reference
+    from covidcxr.inference.artifact import load_model
+    from covidcxr.inference.batched import extract_features
+    from covidcxr.inference.ood import OOD_FILE, fit_reference
 
     classifier = load_model(folder)
     samples, splits = read_split_csv(split_file, discover(data).root)

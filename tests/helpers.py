@@ -84,8 +84,8 @@ def save_untrained(
     writes one; with ``lungs`` crop or mask, a seeded tiny-unet is bundled as its segmenter."""
     import torch
 
-    from covidcxr.artifact import SEGMENTER_DIR, load_model, save_classifier
-    from covidcxr.artifact import save_untrained as save_initialised
+    from covidcxr.inference.artifact import SEGMENTER_DIR, load_model, save_classifier
+    from covidcxr.inference.artifact import save_untrained as save_initialised
 
     save_initialised(
         folder, model, class_names, seed, temperature=temperature,

@@ -17,8 +17,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from covidcxr import zoo
-from covidcxr.artifact import Classifier, Segmenter, load_model, read_card
 from covidcxr.cli import app
+from covidcxr.inference.artifact import Classifier, Segmenter, load_model, read_card
 from helpers import REAL_DATASET, real_images
 
 CLASSIFIERS = [n for n in zoo.pretrained_names() if read_card(n)[0].task == "classification"]
@@ -88,8 +88,8 @@ def test_each_classifier_beats_its_floor_on_the_real_sample(name: str) -> None:
 
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_the_segmenter_beats_its_dice_floor_on_the_samples_masks(name: str) -> None:
+    from covidcxr.analysis.segmentation_metrics import dice_score
     from covidcxr.io import read_image, read_mask
-    from covidcxr.segmentation.metrics import dice_score
 
     masks = sorted(REAL_DATASET.rglob("masks/*.png"))
     assert len(masks) == 30
@@ -109,7 +109,7 @@ def test_the_segmenter_beats_its_dice_floor_on_the_samples_masks(name: str) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.pretrained_names())
 def test_each_model_exports_to_onnx_within_tolerance(name: str, tmp_path: Path) -> None:
-    from covidcxr.export import export_onnx, load_onnx
+    from covidcxr.inference.export import export_onnx, load_onnx
     from covidcxr.io import read_image
 
     images = [read_image(p) for p in real_images(REAL_DATASET)[::4]]

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from covidcxr.io import (
+from covidcxr.formats import (
     DicomDecoderMissingError,
     ImageInfo,
     ImageReadError,
@@ -419,7 +419,7 @@ def _header_of(source: bytes | str | Path | Any) -> Any:
 
     if isinstance(source, pydicom.Dataset):
         return source
-    from covidcxr.io import is_dicom, sniff_format
+    from covidcxr.formats import is_dicom, sniff_format
 
     in_memory = isinstance(source, bytes | bytearray)
     name = "the upload" if in_memory else source

@@ -1,4 +1,5 @@
-"""Worker processes that die with the process that started them.
+"""Worker processes that die with the process that started them, and the one way covidcxr
+spreads work over them (:func:`parallel_map`, sized by :func:`default_workers`).
 
 A ``ProcessPoolExecutor`` worker waits on its call queue forever: when its parent is killed
 (``kill -9``, or ``SIGTERM``, whose default action ends Python without cleanup) the workers
@@ -15,7 +16,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 WATCH_INTERVAL = 0.5
 """Seconds between two looks at the parent; a worker outlives its parent by at most this."""
@@ -52,3 +58,40 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def default_workers() -> int:
+    """Processes used for decoding: all cores this process may use, at most 8."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    return max(1, min(8, available))
+
+
+def parallel_map(
+    function: Callable[[Item], Result],
+    items: Sequence[Item],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunksize: int = 16,
+) -> Iterator[Result]:
+    """``map(function, items)`` over ``workers`` processes (0 or 1: in this process), in order,
+    calling ``progress(done, total)`` as results arrive. ``function`` must be picklable."""
+    workers = default_workers() if workers is None else workers
+    total = len(items)
+    results: Iterable[Result]
+    if workers <= 1 or total < 2 * chunksize:
+        results = map(function, items)
+        executor = None
+    else:
+        executor = process_pool(workers)
+        results = executor.map(function, items, chunksize=chunksize)
+    try:
+        for done, result in enumerate(results, start=1):
+            if progress is not None:
+                progress(done, total)
+            yield result
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from covidcxr.artifact import load_model
 from covidcxr.cli import app as cli
+from covidcxr.inference.artifact import load_model
 from covidcxr.service.app import (
     DICOM_ALLOWED_TAGS,
     DISPLAY_SIZE,
@@ -321,7 +321,7 @@ def test_health_model_page_and_schema(client) -> None:
 def test_serve_refuses_a_segmentation_model(tmp_path) -> None:
     import torch
 
-    from covidcxr.artifact import ModelCard, save_classifier
+    from covidcxr.inference.artifact import ModelCard, save_classifier
     from covidcxr.models import create_model, get_model_spec
 
     spec = get_model_spec("tiny-unet")

@@ -96,7 +96,7 @@ PHANTOM_METRICS = {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import uvicorn
 
-    from covidcxr.artifact import CARD_FILE
+    from covidcxr.inference.artifact import CARD_FILE
     from covidcxr.service.app import create_app
 
     model = save_untrained(tmp_path_factory.mktemp("browser") / "model", lungs="mask")

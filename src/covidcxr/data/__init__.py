@@ -1,4 +1,5 @@
-"""Datasets: layouts, synthetic phantoms, near-duplicates, splits, the preprocessing cache.
+"""Datasets: layouts, synthetic phantoms, near-duplicates, splits, the preprocessing cache,
+lung focusing, lung-mask clean-up and outline overlays.
 
 Names are imported lazily (``from covidcxr.data import discover``) to keep start-up fast.
 """
@@ -24,6 +25,14 @@ _EXPORTS = {
     "split_dataset": "covidcxr.data.splits",
     "read_split_csv": "covidcxr.data.splits",
     "ImageCache": "covidcxr.data.cache",
+    "focus_on_lungs": "covidcxr.data.lungs",
+    "load_lung_focused": "covidcxr.data.lungs",
+    "keep_largest_components": "covidcxr.data.postprocess",
+    "fill_holes": "covidcxr.data.postprocess",
+    "postprocess_lungs": "covidcxr.data.postprocess",
+    "lung_outline_overlay": "covidcxr.data.overlay",
+    "save_overlay": "covidcxr.data.overlay",
+    "mask_to_png": "covidcxr.data.overlay",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -17,12 +17,16 @@ cache and the overlays use.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from covidcxr.data.sample import Sample
 from covidcxr.data.transforms import check_grey_image, resize_mask
 
-__all__ = ["LUNG_MODES", "focus_on_lungs", "lung_bounding_box"]
+__all__ = ["LUNG_MODES", "FocusedBatch", "focus_on_lungs", "load_lung_focused", "lung_bounding_box"]
 
 LUNG_MODES = ("none", "crop", "mask")
 
@@ -103,3 +107,81 @@ def _check_mask(mask: np.ndarray) -> None:
             f"mask should be a bool array of shape (height, width), got {mask.dtype} with "
             f"shape {mask.shape}; read masks with covidcxr.io.read_mask"
         )
+
+
+@dataclass
+class FocusedBatch:
+    """Lung-focused images (uint8 (N, S, S)), which could be made, and why not."""
+
+    array: np.ndarray
+    ok: np.ndarray
+    failures: list[tuple[Path, str]]
+
+
+def load_lung_focused(
+    samples: Sequence[Sample],
+    mode: str,
+    margin: float,
+    input_size: int,
+    segmenter=None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FocusedBatch:
+    """Every image cropped to its lungs or with everything outside them set to black
+    (``mode``), then resized like the cache does. Lung masks come from ``segmenter`` (a
+    :class:`covidcxr.inference.artifact.Segmenter`) when given, else from the dataset's own masks
+    (every image then needs one). Not cached on disk: the masks decide the pixels."""
+    from covidcxr.data.transforms import resize_image
+    from covidcxr.io import ImageReadError, read_image
+    from covidcxr.pool import parallel_map
+
+    size = (input_size, input_size)
+    array = np.zeros((len(samples), input_size, input_size), dtype=np.uint8)
+    ok = np.zeros(len(samples), dtype=bool)
+    failures: list[tuple[Path, str]] = []
+    if segmenter is None:
+        missing = [s.path for s in samples if s.mask_path is None]
+        if missing:
+            raise ValueError(
+                f"--lungs {mode}: {len(missing)} images have no lung mask in the dataset "
+                f"(e.g. {missing[0]}); pass --seg-model RUN to segment them"
+            )
+        jobs = [(s.path, s.mask_path, mode, margin, size) for s in samples]
+        for index, (pixels, error) in enumerate(
+            parallel_map(_focused_from_file_mask, jobs, workers, progress)
+        ):
+            if error is None:
+                array[index], ok[index] = pixels, True
+            else:
+                failures.append((samples[index].path, error))
+        return FocusedBatch(array, ok, failures)
+
+    chunk = 32
+    for start in range(0, len(samples), chunk):
+        images, positions = [], []
+        for index in range(start, min(len(samples), start + chunk)):
+            try:
+                images.append(read_image(samples[index].path))
+                positions.append(index)
+            except (ImageReadError, OSError) as error:
+                failures.append((samples[index].path, getattr(error, "reason", str(error))))
+        for index, image, mask in zip(
+            positions, images, segmenter.predict_masks(images) if images else [], strict=True
+        ):
+            focused = focus_on_lungs(image, mask, mode, margin)
+            array[index], ok[index] = resize_image(focused, size), True
+        if progress is not None:
+            progress(min(len(samples), start + chunk), len(samples))
+    return FocusedBatch(array, ok, failures)
+
+
+def _focused_from_file_mask(job) -> tuple[np.ndarray | None, str | None]:
+    from covidcxr.data.transforms import resize_image
+    from covidcxr.io import ImageReadError, read_image, read_mask
+
+    path, mask_path, mode, margin, size = job
+    try:
+        focused = focus_on_lungs(read_image(path), read_mask(mask_path), mode, margin)
+        return resize_image(focused, size), None
+    except (ImageReadError, OSError) as error:
+        return None, getattr(error, "reason", str(error))

@@ -5,23 +5,19 @@ their reasons, never fatal."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from covidcxr.data.sample import Sample
 from covidcxr.io import ImageInfo, ImageReadError, load_image
-from covidcxr.pool import process_pool
+from covidcxr.pool import parallel_map
 
 HISTOGRAM_BINS = 32
 THUMBNAIL_SIZE = 128
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 @dataclass
@@ -45,43 +41,6 @@ class ImageScan:
     twins: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.uint8))
     thumbnails: dict[int, np.ndarray] = field(default_factory=dict)
     failures: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def default_workers() -> int:
-    """Processes used for decoding: all cores this process may use, at most 8."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        available = os.cpu_count() or 1
-    return max(1, min(8, available))
-
-
-def parallel_map(
-    function: Callable[[Item], Result],
-    items: Sequence[Item],
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    chunksize: int = 16,
-) -> Iterator[Result]:
-    """``map(function, items)`` over ``workers`` processes (0 or 1: in this process), in order,
-    calling ``progress(done, total)`` as results arrive. ``function`` must be picklable."""
-    workers = default_workers() if workers is None else workers
-    total = len(items)
-    results: Iterable[Result]
-    if workers <= 1 or total < 2 * chunksize:
-        results = map(function, items)
-        executor = None
-    else:
-        executor = process_pool(workers)
-        results = executor.map(function, items, chunksize=chunksize)
-    try:
-        for done, result in enumerate(results, start=1):
-            if progress is not None:
-                progress(done, total)
-            yield result
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
 
 
 def scan_images(

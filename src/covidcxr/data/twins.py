@@ -222,7 +222,7 @@ def find_twins(
         for i in range(0, first.size, _PAIRS_PER_JOB)
     ]
     if len(chunks) > 1:
-        from covidcxr.data.scan import parallel_map
+        from covidcxr.pool import parallel_map
 
         scores = np.concatenate(list(parallel_map(_score_chunk, chunks, workers, chunksize=1)))
     else:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from covidcxr.artifact import NOTICE
+from covidcxr.inference.artifact import NOTICE
 from covidcxr.service.budget import MemoryBudget, declared_pixels, return_freed_memory
 from covidcxr.service.settings import DECODED_BYTES_PER_PIXEL, ServiceSettings
 from covidcxr.service.uploads import UploadError
@@ -48,7 +48,7 @@ class Analyser:
     def __init__(
         self, model: Any, seg_model: Any = None, settings: ServiceSettings | None = None
     ) -> None:
-        from covidcxr.artifact import Classifier, Segmenter, load_model
+        from covidcxr.inference.artifact import Classifier, Segmenter, load_model
 
         settings = settings or ServiceSettings()
         loaded = model if isinstance(model, Classifier) else load_model(model)
@@ -78,7 +78,7 @@ class Analyser:
         (:func:`~covidcxr.service.budget.return_freed_memory`): requests run on other
         threads, whose allocator arenas would never reuse it (~90 MB with the shipped
         models)."""
-        from covidcxr.explain import saliency_maps
+        from covidcxr.analysis.explain import saliency_maps
 
         image = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
         with self.lock:
@@ -167,7 +167,7 @@ class Analyser:
                 prepared = self.classifier.prepare([image])
             analysis = self.classifier.analyse_prepared(prepared)
             if heatmap:
-                from covidcxr.explain import saliency_maps
+                from covidcxr.analysis.explain import saliency_maps
 
                 if _expired(deadline):
                     raise too_slow()
@@ -219,7 +219,7 @@ class Analyser:
             # uint8 throughout: ``mask * 255`` would be a full-size int64 array first.
             result["lung_mask_png"] = _png_base64(mask.astype(np.uint8) * np.uint8(255))
         if saliency is not None and mask is not None:
-            from covidcxr.explain import lung_saliency_fraction
+            from covidcxr.analysis.explain import lung_saliency_fraction
 
             result["lung_fraction"] = lung_saliency_fraction(saliency, mask)
         result["elapsed_ms"] = round(1000 * (time.perf_counter() - started), 1)
@@ -270,13 +270,13 @@ def _display_pngs(
     picture in layers, for a viewer that lets the reader fade the heatmap: ``film_png`` the
     plain X-ray (grey); ``heatmap_png`` (RGBA, None without ``saliency``) each pixel's
     "inferno" colour at opacity = its saliency, so that laid over the film at opacity ``a``
-    it gives the overlay of :func:`~covidcxr.explain.saliency_overlay` with ``alpha=a``
+    it gives the overlay of :func:`~covidcxr.analysis.explain.saliency_overlay` with ``alpha=a``
     (the overlay's is 0.45); ``lung_outline_png`` (RGBA, None without ``mask``) the cyan
     outline on a transparent ground."""
     from matplotlib import colormaps
 
+    from covidcxr.analysis.explain import COLORMAP, saliency_overlay
     from covidcxr.data.transforms import resize_mask
-    from covidcxr.explain import COLORMAP, saliency_overlay
 
     height, width = image.shape
     scale = min(1.0, DISPLAY_SIZE / max(height, width))

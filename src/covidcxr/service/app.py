@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from covidcxr.artifact import NOTICE
+from covidcxr.inference.artifact import NOTICE
 from covidcxr.service.analysis import (
     DICOM_ALLOWED_TAGS,
     DISPLAY_SIZE,
@@ -127,7 +127,7 @@ def create_app(
     host: str | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``model`` (a saved classifier's path or a loaded
-    :class:`~covidcxr.artifact.Classifier`), with lung outlines from ``seg_model`` (or the
+    :class:`~covidcxr.inference.artifact.Classifier`), with lung outlines from ``seg_model`` (or the
     segmenter saved with a lung-focused classifier). ``host``: the address it will listen on,
     which decides the Host names it answers to (``ServiceSettings.allowed_hosts_for``)."""
     from fastapi.openapi.docs import get_swagger_ui_html
@@ -279,7 +279,7 @@ def serve(
     (``OSError`` when it is taken), and only then is ``announce(model, seg_model)`` called, so
     a "serving..." line is never printed for a service that does not start.
 
-    Unlike training (``covidcxr.engine.perf.tune_allocator``, which keeps a process's peak
+    Unlike training (``covidcxr.perf.tune_allocator``, which keeps a process's peak
     memory for its whole life), the service has large buffers unmapped as soon as they are
     freed (:func:`~covidcxr.service.budget.unmap_large_buffers`): its peaks are bursts of
     large images."""

@@ -325,3 +325,18 @@ def _open_regular_file(path: Path) -> BinaryIO:
     except BaseException:
         os.close(descriptor)
         raise
+
+
+def failure_reason(error: BaseException, path: str | Path | None = None) -> str:
+    """Why a file could not be used, in the words that follow its name in a list of skipped
+    files (``PATH: reason``): an :class:`ImageReadError`'s reason and hint; for a file gone or
+    a broken link, what :func:`file_problem` sees at ``path``; otherwise the exception's kind and
+    message (a decoder's own failure is still one bad file). The one spelling every batch path
+    uses."""
+    if isinstance(error, ImageReadError):
+        return error.reason + (f". {error.hint}" if error.hint else "")
+    if isinstance(error, FileNotFoundError):
+        return (file_problem(path) if path is not None else None) or "is missing"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[0].lower() + error.strerror[1:]
+    return f"{type(error).__name__}: {error}"

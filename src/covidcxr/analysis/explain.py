@@ -297,7 +297,7 @@ def explain_files(
     from covidcxr.data.overlay import save_overlay
     from covidcxr.inference.artifact import load_model
     from covidcxr.inference.predict import find_image_files
-    from covidcxr.io import ImageReadError, read_image, read_mask
+    from covidcxr.io import ImageReadError, failure_reason, read_image, read_mask
 
     _cam_class(method)
     classifier = model if isinstance(model, Classifier) else load_model(model)
@@ -329,7 +329,7 @@ def explain_files(
             try:
                 image = read_image(path)
             except (ImageReadError, OSError) as error:
-                result.failures.append((path, _reason(error)))
+                result.failures.append((path, failure_reason(error)))
                 continue
             mask = None
             mask_path = known_masks.get(_path_key(path))
@@ -337,7 +337,7 @@ def explain_files(
                 try:
                     mask = read_mask(mask_path)
                 except (ImageReadError, OSError) as error:
-                    reason = f"lung mask of {path}: {_reason(error)}; drawn without it"
+                    reason = f"lung mask of {path}: {failure_reason(error)}; drawn without it"
                     result.failures.append((mask_path, reason))
             paths.append(path)
             images.append(image)
@@ -555,12 +555,6 @@ def _label_index(label: int | str, names: list[str]) -> int:
 def _path_key(path: str | Path) -> Path:
     """One spelling per file, so that relative and absolute paths to it match."""
     return Path(path).expanduser().resolve()
-
-
-def _reason(error: Exception) -> str:
-    from covidcxr.io import ImageReadError
-
-    return error.reason if isinstance(error, ImageReadError) else str(error)
 
 
 def _unique_name(stem: str, method: str, used: set[str]) -> str:

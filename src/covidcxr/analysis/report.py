@@ -138,7 +138,7 @@ class _TestSet:
     def load(cls, run_dir: Path, data: str | Path, names: list[str]) -> _TestSet:
         from covidcxr.data.layouts import discover
         from covidcxr.data.splits import read_split_csv
-        from covidcxr.io import ImageReadError, read_image, read_mask
+        from covidcxr.io import ImageReadError, failure_reason, read_image, read_mask
 
         root = discover(data, len(names)).root
         samples, splits = read_split_csv(run_dir / "splits.csv", root)
@@ -150,7 +150,7 @@ class _TestSet:
                 image = read_image(sample.path)
                 mask = read_mask(sample.mask_path) if sample.mask_path else None
             except (ImageReadError, OSError) as error:
-                unreadable.append((sample.path, getattr(error, "reason", str(error))))
+                unreadable.append((sample.path, failure_reason(error)))
                 continue
             kept.append(sample)
             images.append(image)

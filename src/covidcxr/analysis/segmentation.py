@@ -75,7 +75,7 @@ def evaluate_segmentation(
     from covidcxr.data.layouts import discover
     from covidcxr.data.splits import read_split_csv
     from covidcxr.data.transforms import resize_image, resize_mask
-    from covidcxr.io import ImageReadError, read_image, read_mask
+    from covidcxr.io import ImageReadError, failure_reason, read_image, read_mask
     from covidcxr.perf import tune_allocator
 
     tune_allocator()
@@ -99,7 +99,7 @@ def evaluate_segmentation(
                 masks.append(read_mask(sample.mask_path))
                 chunk.append(sample)
             except (ImageReadError, OSError) as error:
-                failures.append((sample.path, getattr(error, "reason", str(error))))
+                failures.append((sample.path, failure_reason(error)))
         for sample, image, mask, guess in zip(
             chunk,
             images,

@@ -37,7 +37,7 @@ import numpy as np
 
 from covidcxr import io as image_io
 from covidcxr.data.transforms import _check_size, resize_image, resize_mask
-from covidcxr.pool import process_pool
+from covidcxr.pool import default_workers, process_pool
 
 __all__ = ["CACHE_FORMAT_VERSION", "CacheBatch", "CacheStats", "ImageCache", "default_cache_dir"]
 
@@ -176,7 +176,8 @@ class ImageCache:
             size: target ``(height, width)``.
             kind: ``"image"`` (:func:`covidcxr.io.read_image` + ``resize_image``) or ``"mask"``
                 (:func:`covidcxr.io.read_mask` + ``resize_mask``).
-            workers: processes decoding the misses; default ``min(2, os.cpu_count())``; ``0``
+            workers: processes decoding the misses; default :func:`covidcxr.pool.default_workers`;
+            ``0``
                 decodes in this process.
             progress: called as ``progress(done, total)`` with ``total = len(paths)``: once after
                 the lookup (``done`` = hits and missing files), after each decoded file, and
@@ -205,7 +206,7 @@ class ImageCache:
             try:
                 key = _identify(path, directories)
             except OSError as error:
-                errors[index] = _describe(error, path)
+                errors[index] = image_io.failure_reason(error, path)
             else:
                 indices_of.setdefault(key, []).append(index)
 
@@ -475,18 +476,8 @@ def _decode_chunk(
         # A batch never dies on one file: whatever a reader raises for it (ImageReadError,
         # OSError, or a decoder's own exception) is reported for that file.
         except Exception as error:
-            results.append((None, _describe(error)))
+            results.append((None, image_io.failure_reason(error, path)))
     return results
-
-
-def _describe(error: BaseException, path: Path | str | None = None) -> str:
-    if isinstance(error, FileNotFoundError):
-        if path is not None and os.path.islink(path):
-            return f"{image_io.escape_path(path)}: {image_io.file_problem(path)}"
-        return f"file not found: {error.filename or error}"
-    if isinstance(error, image_io.ImageReadError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,8 +532,8 @@ def _check_target(size: tuple[int, int], kind: str) -> tuple[int, int]:
 
 
 def _resolve_workers(workers: int | None) -> int:
-    if workers is None:
-        return min(2, os.cpu_count() or 1)
+    if workers is None:  # the one default of every pool (covidcxr.pool.default_workers)
+        return default_workers()
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers should be an int >= 0 (0 = in this process), got {workers!r}")
     return workers

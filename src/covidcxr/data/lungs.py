@@ -132,7 +132,7 @@ def load_lung_focused(
     :class:`covidcxr.inference.artifact.Segmenter`) when given, else from the dataset's own masks
     (every image then needs one). Not cached on disk: the masks decide the pixels."""
     from covidcxr.data.transforms import resize_image
-    from covidcxr.io import ImageReadError, read_image
+    from covidcxr.io import ImageReadError, failure_reason, read_image
     from covidcxr.pool import parallel_map
 
     size = (input_size, input_size)
@@ -164,7 +164,7 @@ def load_lung_focused(
                 images.append(read_image(samples[index].path))
                 positions.append(index)
             except (ImageReadError, OSError) as error:
-                failures.append((samples[index].path, getattr(error, "reason", str(error))))
+                failures.append((samples[index].path, failure_reason(error)))
         for index, image, mask in zip(
             positions, images, segmenter.predict_masks(images) if images else [], strict=True
         ):
@@ -177,11 +177,11 @@ def load_lung_focused(
 
 def _focused_from_file_mask(job) -> tuple[np.ndarray | None, str | None]:
     from covidcxr.data.transforms import resize_image
-    from covidcxr.io import ImageReadError, read_image, read_mask
+    from covidcxr.io import ImageReadError, failure_reason, read_image, read_mask
 
     path, mask_path, mode, margin, size = job
     try:
         focused = focus_on_lungs(read_image(path), read_mask(mask_path), mode, margin)
         return resize_image(focused, size), None
     except (ImageReadError, OSError) as error:
-        return None, getattr(error, "reason", str(error))
+        return None, failure_reason(error)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from covidcxr.data.sample import Sample
-from covidcxr.io import ImageInfo, ImageReadError, load_image
+from covidcxr.io import ImageInfo, ImageReadError, failure_reason, load_image
 from covidcxr.pool import parallel_map
 
 HISTOGRAM_BINS = 32
@@ -105,7 +105,7 @@ def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
     try:
         loaded = load_image(path)
     except (ImageReadError, OSError) as error:
-        result["error"] = _reason(error)
+        result["error"] = failure_reason(error)
     else:
         try:
             result.update(_measure(loaded.image, want_hash, want_thumbnail))
@@ -116,7 +116,7 @@ def _scan_one(job: tuple[Path, Path | None, bool, bool]) -> dict[str, Any]:
         try:
             result["mask_info"] = load_image(mask_path).info
         except (ImageReadError, OSError) as error:
-            result["mask_error"] = _reason(error)
+            result["mask_error"] = failure_reason(error)
     return result
 
 
@@ -134,9 +134,3 @@ def _measure(image: np.ndarray, want_hash: bool, want_thumbnail: bool) -> dict[s
 
         measured["thumbnail"] = resize_image(image, (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     return measured
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, ImageReadError):
-        return error.reason + (f". {error.hint}" if error.hint else "")
-    return f"{type(error).__name__}: {error}"

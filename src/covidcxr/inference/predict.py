@@ -392,17 +392,14 @@ def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str 
     """uint8 (size, size) of one file (or the float image itself when size is None), or the
     reason it could not be read."""
     from covidcxr.data.transforms import resize_image
-    from covidcxr.io import ImageReadError, read_image
+    from covidcxr.io import failure_reason, read_image
 
     path, size = job
     try:
         image = read_image(path)
         return (image if size is None else resize_image(image, (size, size))), None
-    except (ImageReadError, OSError) as error:
-        reason = error.reason if isinstance(error, ImageReadError) else str(error)
-        return None, reason
-    except Exception as error:  # a decoder's own failure: still one bad file, not a dead run
-        return None, f"could not be read ({type(error).__name__}: {error})"
+    except Exception as error:  # a decoder's own failure too: one bad file, not a dead run
+        return None, failure_reason(error, path)
 
 
 class _Writer:

@@ -47,7 +47,7 @@ def segment_files(
     skipped and listed."""
     from covidcxr.data.overlay import lung_outline_overlay, mask_to_png, save_overlay
     from covidcxr.inference.predict import find_image_files
-    from covidcxr.io import ImageReadError, read_image
+    from covidcxr.io import ImageReadError, failure_reason, read_image
     from covidcxr.perf import tune_allocator
 
     tune_allocator()
@@ -64,7 +64,7 @@ def segment_files(
                 images.append(read_image(path))
                 paths.append(path)
             except (ImageReadError, OSError) as error:
-                result.failures.append((path, getattr(error, "reason", str(error))))
+                result.failures.append((path, failure_reason(error)))
         masks = segmenter.predict_masks(images, postprocess=postprocess) if images else []
         for path, image, mask in zip(paths, images, masks, strict=True):
             stem = unique_name(path.stem, used)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from covidcxr.atomic import write_bytes
 
 _ALIGN = 8
 
@@ -50,15 +51,7 @@ def save_tensors(
     from safetensors.torch import save
 
     path = Path(path)
-    data = canonical_bytes(save(dict(tensors), metadata=dict(metadata or {})))
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(partial, 0o644)
-    os.replace(partial, path)
-    return path
+    return write_bytes(path, canonical_bytes(save(dict(tensors), metadata=dict(metadata or {}))))
 
 
 def file_digest(path: str | Path) -> str:

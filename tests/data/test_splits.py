@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from covidcxr.data import splits as splits_module
+from covidcxr import atomic
 from covidcxr.data.duplicates import group_near_duplicates, perceptual_hash
 from covidcxr.data.sample import Sample
 from covidcxr.data.splits import (
@@ -257,7 +257,7 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(
     def failing_replace(source: str, destination: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(splits_module.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_split_csv(target, samples[:1], ["val"], root)
     assert target.read_bytes() == before

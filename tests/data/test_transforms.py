@@ -188,3 +188,15 @@ def test_mask_matches_pillow_nearest_away_from_ties():
 def test_resize_mask_rejects_wrong_input(mask, message):
     with pytest.raises(ValueError, match=message):
         resize_mask(mask, (8, 8))
+
+
+def test_resize_float_map_is_bilinear_and_stays_in_range() -> None:
+    from covidcxr.data.transforms import resize_float_map
+
+    ramp = np.tile(np.linspace(0.0, 1.0, 8, dtype=np.float32), (4, 1))
+    wide = resize_float_map(ramp, (4, 16))
+    assert wide.shape == (4, 16) and wide.dtype == np.float32
+    assert wide.min() >= 0.0 and wide.max() <= 1.0 + 1e-6
+    assert np.all(np.diff(wide[0]) >= -1e-6)  # a ramp stays a ramp
+    assert resize_float_map(ramp, (4, 8)) is not None
+    np.testing.assert_array_equal(resize_float_map(ramp, (4, 8)), ramp)

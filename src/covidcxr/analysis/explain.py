@@ -506,15 +506,11 @@ def _to_image(
 
 
 def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float map to ``(height, width)``, kept in ``[0, 1]``."""
-    from PIL import Image
+    """A heatmap resized to ``(height, width)``, kept in ``[0, 1]`` (the clip only removes float
+    error: :func:`~covidcxr.data.transforms.resize_float_map` stays within the input's range)."""
+    from covidcxr.data.transforms import resize_float_map
 
-    height, width = size
-    resized = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F").resize(
-        (width, height), Image.Resampling.BILINEAR
-    )
-    # Bilinear weights are non-negative and sum to 1; the clip only removes float error.
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return np.clip(resize_float_map(values, size), 0.0, 1.0)
 
 
 def _check_map(values: np.ndarray, name: str) -> np.ndarray:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covidcxr.atomic import replacing
 from covidcxr.data.sample import Sample
 from covidcxr.io import NOT_UTF8_REASON, escape_path, is_utf8_path
 from covidcxr.wording import plural
@@ -169,22 +168,10 @@ def write_split_csv(
         )
         for sample, split in zip(samples, splits, strict=True)
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary_name, 0o644)  # mkstemp makes the file private (0600)
-        os.replace(temporary_name, path)
-    except BaseException:
-        Path(temporary_name).unlink(missing_ok=True)
-        raise
+    with replacing(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
 
 
 def read_split_csv(path: Path, root: Path) -> tuple[list[Sample], list[str]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["check_grey_image", "resize_image", "resize_mask"]
+__all__ = ["check_grey_image", "resize_float_map", "resize_image", "resize_mask"]
 
 # Values this far outside [0, 1] are float noise from arithmetic, not a wrong convention.
 _RANGE_TOLERANCE = 1e-3
@@ -45,6 +45,17 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # The triangle filter's weights are non-negative, so the result stays in range up to float
     # error; the clip only guards the rounding at the ends.
     return np.clip(np.rint(resized * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+def resize_float_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of any float map (a heatmap, lung probabilities, an image) to ``size``
+    ``(height, width)``, as float32; values stay within the input's range (bilinear weights are
+    non-negative and sum to one) up to float error. The same size comes back as it is."""
+    if values.shape == tuple(size):
+        return values.astype(np.float32, copy=False)
+    height, width = size
+    source = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F")
+    return np.asarray(source.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -13,7 +13,6 @@ A model folder holds
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from covidcxr.atomic import write_text
 from covidcxr.inference.ood import OOD_FILE
 
 ARTIFACT_FORMAT = 1
@@ -418,20 +418,16 @@ class Segmenter:
         postprocess: bool | None = None,
     ) -> list[np.ndarray]:
         """Bool lung masks, each the size of its input image (float (H, W) in [0, 1])."""
-        from PIL import Image
-
         from covidcxr.data.postprocess import postprocess_lungs
+        from covidcxr.data.transforms import resize_float_map
 
         clean = self.card.postprocess if postprocess is None else postprocess
         masks = []
         for image, probability in zip(
             images, self.predict_probabilities(images, batch_size), strict=True
         ):
-            height, width = image.shape
-            resized = Image.fromarray(probability.numpy().astype(np.float32), mode="F").resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-            mask = np.asarray(resized) >= self.card.threshold
+            resized = resize_float_map(probability.numpy(), image.shape)
+            mask = resized >= self.card.threshold
             masks.append(postprocess_lungs(mask) if clean else mask)
         return masks
 
@@ -486,9 +482,7 @@ def load_model(path: str | Path) -> Classifier | Segmenter:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
-    os.replace(partial, path)
+    write_text(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

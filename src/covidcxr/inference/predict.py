@@ -37,6 +37,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from covidcxr.atomic import write_text
+
 CHUNK = 256
 LUNG_CHUNK = 16
 RUNTIMES = ("torch", "onnx")
@@ -273,10 +275,7 @@ def _check_identity(
 
 
 def _write_identity(out: Path, identity: dict[str, Any]) -> None:
-    path = identity_path(out)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text(identity_path(out), json.dumps(identity, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -276,13 +276,13 @@ def _display_pngs(
     from matplotlib import colormaps
 
     from covidcxr.analysis.explain import COLORMAP, saliency_overlay
-    from covidcxr.data.transforms import resize_mask
+    from covidcxr.data.transforms import resize_float_map, resize_mask
 
     height, width = image.shape
     scale = min(1.0, DISPLAY_SIZE / max(height, width))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    shown = np.clip(_resize_float(image, size), 0.0, 1.0)
-    heat = _resize_float(saliency, size) if saliency is not None else np.zeros(size, np.float32)
+    shown = np.clip(resize_float_map(image, size), 0.0, 1.0)
+    heat = resize_float_map(saliency, size) if saliency is not None else np.zeros(size, np.float32)
     heat = np.clip(heat, 0.0, 1.0)
     small_mask = resize_mask(mask, size) if mask is not None else None
     pngs: dict[str, str | None] = {
@@ -307,17 +307,6 @@ def _display_pngs(
 def _to_uint8(values: np.ndarray) -> np.ndarray:
     """``values`` in ``[0, 1]`` as uint8 in ``[0, 255]``, rounded as saliency_overlay does."""
     return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
-
-
-def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    if values.shape == size:
-        return values.astype(np.float32, copy=False)
-    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(
-        (size[1], size[0]), Image.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.float32)
 
 
 def _png_base64(array: np.ndarray) -> str:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from covidcxr.atomic import partial_path, replacing
+
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose files are written to a temporary name and renamed into place, so a
@@ -30,7 +32,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         target = Path(filepath)
-        temporary = target.with_name(f".{target.name}.partial")
+        temporary = partial_path(target)
         trainer.save_checkpoint(temporary, self.save_weights_only)
         if trainer.is_global_zero:
             os.replace(temporary, target)
@@ -170,13 +172,10 @@ class EpochHistory(pl.Callback):
     def write(self) -> None:
         """Rewrite ``history.csv`` atomically (:class:`AtomicModelCheckpoint` calls this once
         ``last.ckpt`` holds the rows)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.partial")
-        with temporary.open("w", newline="", encoding="utf-8") as handle:
+        with replacing(self.path) as temporary, temporary.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=history_columns(self.score))
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(temporary, self.path)
 
     def state_dict(self) -> dict:
         return {"rows": list(self.rows)}

@@ -148,16 +148,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_yaml(config: TrainConfig, path: str | Path) -> Path:
     """Write the (resolved) config as YAML, atomically."""
-    import os
-
     import yaml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    from covidcxr.atomic import write_text
+
+    return write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def resolve(config: TrainConfig) -> TrainConfig:

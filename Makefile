@@ -8,7 +8,7 @@ STAMP := $(VENV)/.covidcxr-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO := runs/demo
 
-.PHONY: install browser demo test lint format bench clean zoo
+.PHONY: install browser orthanc demo test lint format bench clean zoo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dicom,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dicom,node,dev]'
 	touch $@
 
 install: $(STAMP)
@@ -102,7 +102,19 @@ browser:
 			apt-get install -y -q --no-install-recommends chromium >/dev/null; }; \
 	fi
 
-test: install browser
+# The DICOM node's tests run against Debian's Orthanc; under CI (CI=true) it is installed here
+# and the tests must run; elsewhere they are skipped, saying how to enable them.
+orthanc:
+	@if [ "$$CI" = "true" ] && [ ! -x /usr/sbin/Orthanc ]; then \
+		echo "CI=true: installing Debian's orthanc for the DICOM node tests"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			orthanc orthanc-dicomweb openssl >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends orthanc orthanc-dicomweb openssl \
+			>/dev/null; }; \
+	fi
+
+test: install browser orthanc
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

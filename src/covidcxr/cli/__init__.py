@@ -8,7 +8,7 @@ from importlib import import_module
 from covidcxr.cli.app import app, run
 
 # Importing a group's module registers its commands; `covidcxr --help` lists them in this order.
-COMMAND_MODULES = ("train", "analysis", "predict", "serve", "models", "data")
+COMMAND_MODULES = ("train", "analysis", "predict", "serve", "dicom", "models", "data")
 for _module in COMMAND_MODULES:
     import_module(f"covidcxr.cli.{_module}")
 

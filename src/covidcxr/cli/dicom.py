@@ -133,3 +133,44 @@ def _log_lines(quiet: bool) -> None:
     # SIGTERM (docker stop, systemd) ends the node as Ctrl-C does: the queue folder keeps
     # what is waiting.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@dicom_app.command("watch")
+def watch_command(
+    model: Model,
+    dicomweb: Annotated[
+        str,
+        typer.Option(
+            "--dicomweb", help="The archive's DICOMweb root, e.g. http://pacs:8042/dicom-web"
+        ),
+    ],
+    seg: Seg = None,
+    state: Annotated[
+        Path,
+        typer.Option(help="File of the instances handled (a restart resumes from it)."),
+    ] = Path("covidcxr-dicomweb-done.txt"),
+    poll: Annotated[float, typer.Option(help="Seconds between two searches.")] = 10.0,
+    quiet: Quiet = False,
+) -> None:
+    """Poll a DICOMweb archive (QIDO-RS) for CR / DX instances, fetch each new one (WADO-RS),
+    analyse it and store a Structured Report and a Grad-CAM Secondary Capture in its study
+    (STOW-RS). Logs name instances by SOP Instance UID only."""
+    from covidcxr.dicomnode.analysis import NodeModels
+
+    if not dicomweb.startswith(("http://", "https://")):
+        raise fail(f"--dicomweb {dicomweb!r}: expected an http:// or https:// URL")
+    if poll <= 0:
+        raise fail(f"--poll should be positive, got {poll:g}")
+    _log_lines(quiet)
+    try:
+        from dicomweb_client import DICOMwebClient
+
+        from covidcxr.dicomnode.web import ProcessedLog, watch
+
+        models = NodeModels(model, seg)
+        ProcessedLog(state)  # readable and in a folder that can be written
+        client = DICOMwebClient(dicomweb)
+    except (OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    typer.echo(f"covidcxr: watching {dicomweb} every {poll:g} s  (research use only)")
+    watch(models, client, state, poll)

@@ -16,13 +16,7 @@ from typing import Any
 import numpy as np
 
 from covidcxr.inference.artifact import Classifier, Segmenter, load_model
-
-# The service's sentence (covidcxr.service.analysis.UNFAMILIAR), which a sibling front door
-# may not import.
-UNFAMILIAR = (
-    "This film is unlike the ones the model was trained on (out-of-distribution check): its "
-    "answer is likely meaningless. Is it a frontal chest X-ray?"
-)
+from covidcxr.inference.ood import UNFAMILIAR
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ XRAY_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
 }
 XRAY_MODALITIES = frozenset({"CR", "DX"})
-#: BodyPartExamined values (PS3.16 Annex L) of a chest film.
+#: BodyPartExamined values of a chest film: PS3.16 Annex L's, and THORAX, which is not one
+#: but which modalities write.
 CHEST_PARTS = frozenset({"CHEST", "LUNG", "THORAX"})
 FRONTAL_VIEWS = frozenset({"AP", "PA"})
 #: Words in a view code's meaning (ViewCodeSequence, CID 4010) that rule a film out.
@@ -44,14 +45,14 @@ def why_ignored(dataset: Any) -> str | None:
         return f"not a CR or DX image (SOP class {sop_class or 'missing'})"
     summary = header_summary(dataset, ("Modality", "BodyPartExamined", "ViewPosition"))
     for name in ("Modality", "BodyPartExamined", "ViewPosition"):
-        if name in summary.dropped:
+        if name in summary.dropped and not (name == "BodyPartExamined" and _chest_words(dataset)):
             return f"its {name} is not a defined term"
     values = summary.values
     modality = values.get("Modality")
     if modality is not None and modality not in XRAY_MODALITIES:
         return f"Modality {modality}, not CR or DX"
     part = values.get("BodyPartExamined")
-    if part is not None and part not in CHEST_PARTS:
+    if part is not None and part not in CHEST_PARTS and not _chest_words(dataset):
         return f"BodyPartExamined {part}, not the chest"
     view = values.get("ViewPosition")
     if view is not None and view not in FRONTAL_VIEWS:
@@ -61,3 +62,8 @@ def why_ignored(dataset: Any) -> str | None:
         if any(word in meaning for word in NOT_FRONTAL_WORDS):
             return "its view code names a lateral, oblique or decubitus view"
     return None
+
+
+def _chest_words(dataset: Any) -> bool:
+    """BodyPartExamined is one of :data:`CHEST_PARTS`, defined term or not."""
+    return str(dataset.get("BodyPartExamined", "")).strip().upper() in CHEST_PARTS

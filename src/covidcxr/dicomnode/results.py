@@ -89,13 +89,17 @@ class ResultUids:
 
 
 def result_uids(source: Any, digest: str) -> ResultUids:
-    """Deterministic UIDs (``2.25.`` + a hash) for the results of ``source`` (a
+    """Deterministic UIDs (``2.25.`` + a UUID made from a SHA-256) for the results of ``source`` (a
     ``pydicom.Dataset``) by the model whose weights digest is ``digest``: the films of one
     source series share one report series and one overlay series."""
-    from pydicom.uid import generate_uid
+    import hashlib
+    import uuid
 
     def uid(*parts: str) -> str:
-        return str(generate_uid(prefix=None, entropy_srcs=["covidcxr", digest, *parts]))
+        # A name-based UUID (version 5 layout) under the 2.25 root: pydicom's
+        # generate_uid ignores its entropy sources when there is no prefix.
+        digest_bytes = hashlib.sha256("\x00".join(["covidcxr", digest, *parts]).encode()).digest()
+        return f"2.25.{uuid.UUID(bytes=digest_bytes[:16], version=5).int}"
 
     series, instance = str(source.SeriesInstanceUID), str(source.SOPInstanceUID)
     return ResultUids(
@@ -264,13 +268,13 @@ def overlay_pixels(image: np.ndarray, finding: Finding, model: ModelDescription)
     from PIL import Image, ImageDraw, ImageFont
 
     from covidcxr.analysis.explain import saliency_overlay
-    from covidcxr.data.transforms import resize_mask
+    from covidcxr.data.transforms import resize_float_map, resize_mask
 
     height, width = image.shape
     scale = min(1.0, OVERLAY_SIZE / max(height, width))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    shown = np.clip(_resize_float(image, size), 0.0, 1.0)
-    heat = np.clip(_resize_float(finding.saliency, size), 0.0, 1.0)
+    shown = np.clip(resize_float_map(image, size), 0.0, 1.0)
+    heat = np.clip(resize_float_map(finding.saliency, size), 0.0, 1.0)
     mask = None if finding.lung_mask is None else resize_mask(finding.lung_mask, size)
     picture = Image.fromarray(saliency_overlay(shown, heat, mask))
     banner = (
@@ -289,17 +293,6 @@ def overlay_pixels(image: np.ndarray, finding: Finding, model: ModelDescription)
     draw.rectangle((0, 0, size[1], box[3] + 2 * (font_size // 3)), fill=(0, 0, 0))
     draw.text((font_size // 3, font_size // 3), banner, fill=(255, 255, 255), font=font)
     return np.asarray(picture, dtype=np.uint8)
-
-
-def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    if values.shape == size:
-        return values.astype(np.float32, copy=False)
-    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(
-        (size[1], size[0]), Image.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.float32)
 
 
 def _private_scheme() -> Any:

@@ -217,6 +217,7 @@ class DicomNode:
         """Bind the port, resume the films left in the queue folder, start the worker."""
         from pynetdicom import AE, evt
 
+        keep_values_out_of_logs()
         self.pending.mkdir(parents=True, exist_ok=True)
         self.failed.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=self.settings.ae_title)
@@ -286,7 +287,6 @@ class DicomNode:
         self.counts.received += 1
         try:
             dataset = event.dataset
-            dataset.file_meta = event.file_meta
             uid = str(dataset.get("SOPInstanceUID", ""))
         except Exception as error:  # a data set pydicom cannot even parse
             self.counts.refused += 1
@@ -399,8 +399,8 @@ class DicomNode:
 
     def send(self, datasets: list[Any]) -> None:
         """C-STORE ``datasets`` to the destination in one association (SendError if not)."""
-        from pynetdicom import AE
         from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE
 
         destination = self.settings.destination
         ae = AE(ae_title=self.settings.ae_title)
@@ -426,6 +426,16 @@ class DicomNode:
                     raise SendError(f"{destination} answered status 0x{code:04X}", refused=True)
         finally:
             association.release()
+
+
+def keep_values_out_of_logs() -> None:
+    """Stop pydicom from checking values as it reads and writes them: its warnings quote the
+    value (``Invalid value for VR CS: 'DOE^JANE'``), and a free-text attribute may hold a
+    patient's name. For the whole process: the node is an application of its own."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
 
 
 def _supported_contexts() -> list[Any]:
@@ -461,7 +471,9 @@ def _undecodable(data: bytes, uid: str, max_pixels: int) -> str | None:
     try:
         load_image_bytes(data, f"film {uid}", max_pixels=max_pixels)
     except ImageReadError as error:
-        return f"the pixel data cannot be read ({type(error).__name__}: {error.reason.split(' (')[0]})"
+        return (
+            f"the pixel data cannot be read ({type(error).__name__}: {error.reason.split(' (')[0]})"
+        )
     except Exception as error:  # a decoder's own failure is still a bad film, not a crash
         return f"the pixel data cannot be decoded ({_kind(error)})"
     return None

@@ -37,6 +37,12 @@ DEFAULT_DIMS = 32
 DEFAULT_QUANTILE = 0.995
 THUMBNAIL_SIDE = 20
 METHOD = "ppca-features+layout-correlation"
+
+UNFAMILIAR = (
+    "This film is unlike the ones the model was trained on (out-of-distribution check): its "
+    "answer is likely meaningless. Is it a frontal chest X-ray?"
+)
+"""What every front door says of a film the check flags (the page, the API, the DICOM SR)."""
 _ARRAYS = ("mean", "components", "variances", "template")
 
 

@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from covidcxr.inference.artifact import NOTICE
+from covidcxr.inference.ood import UNFAMILIAR
 from covidcxr.service.budget import MemoryBudget, declared_pixels, return_freed_memory
 from covidcxr.service.settings import DECODED_BYTES_PER_PIXEL, ServiceSettings
 from covidcxr.service.uploads import UploadError
-
-UNFAMILIAR = (
-    "This film is unlike the ones the model was trained on (out-of-distribution check): its "
-    "answer is likely meaningless. Is it a frontal chest X-ray?"
-)
 
 #: DICOM attributes the service may return: none of them identifies a patient.
 DICOM_ALLOWED_TAGS = (

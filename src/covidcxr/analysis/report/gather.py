@@ -7,19 +7,27 @@ Figures are embedded as base64 PNGs; the file needs nothing else to open.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from covidcxr.analysis.report.blocks import (
+    Block,
+    Bullets,
+    Figure,
+    Gallery,
+    Paragraph,
+    Section,
+    Table,
+)
+from covidcxr.analysis.report.render import render_report
 from covidcxr.wording import plural
 
 SECTIONS = (
@@ -39,16 +47,6 @@ GALLERY_PER_KIND = 2  # right and wrong examples per class
 SALIENCY_SAMPLE = 96  # test images whose Grad-CAM lung share is averaged
 
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
-
-
-@dataclass
-class Section:
-    """One part of the report: a plain-language finding, then tables and figures (HTML)."""
-
-    key: str
-    title: str
-    finding: str
-    body: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,7 +114,8 @@ def build_report(
     warnings = classifier.card.warnings()
     provenance = _provenance(run_dir, data, classifier.card)
     extra["provenance"] = provenance
-    out.write_text(_render(run_dir, metrics, sections, warnings, provenance), encoding="utf-8")
+    title = f"covidcxr report: {metrics['model']} ({run_dir.name})"
+    out.write_text(render_report(title, sections, warnings, provenance), encoding="utf-8")
     return ReportResult(out, sections, extra)
 
 
@@ -173,7 +172,7 @@ def _dataset_section(metrics, data, workers, progress_factory) -> Section:
             "dataset",
             "Dataset",
             f"The run used {sum(sizes.values()):,} images ({split_line}).",
-            ["<p>Pass --data for the dataset's summary and exploratory figures.</p>"],
+            [Paragraph("Pass --data for the dataset's summary and exploratory figures.")],
         )
     from covidcxr.data.inspect import inspect_dataset
 
@@ -186,7 +185,7 @@ def _dataset_section(metrics, data, workers, progress_factory) -> Section:
             workers,
             progress_factory("Inspecting the dataset"),
         )
-        figures = [_image(Path(path)) for path in report.figures]
+        figures = [Figure.from_file(Path(path)) for path in report.figures]
     sources = {name: len(found) for name, found in report.sources.items()}
     finding = (
         f"{report.total:,} images in {len(report.class_names)} classes "
@@ -204,9 +203,10 @@ def _dataset_section(metrics, data, workers, progress_factory) -> Section:
         for name in report.class_names
     ]
     body = [
-        _table(["class", "images", "lung masks", "sources"], rows),
-        f"<p>{plural(len(report.unreadable), 'unreadable file')}; "
-        f"sources per class: {html.escape(str(sources))}.</p>",
+        Table(["class", "images", "lung masks", "sources"], rows),
+        Paragraph(
+            f"{plural(len(report.unreadable), 'unreadable file')}; sources per class: {sources}."
+        ),
         *figures,
     ]
     return Section("dataset", "Dataset", finding, body)
@@ -219,7 +219,7 @@ def _training_section(run_dir: Path, metrics) -> Section:
         f"The model trained for {epochs} epochs ({stopped}); the validation loss was lowest at "
         f"epoch {best}, and those are the weights kept."
     )
-    body = [_image(run_dir / "curves.png")] if (run_dir / "curves.png").is_file() else []
+    body = [Figure.from_file(run_dir / "curves.png")] if (run_dir / "curves.png").is_file() else []
     return Section("training", "Training", finding, body)
 
 
@@ -255,7 +255,7 @@ def _results_section(run_dir: Path, metrics) -> Section:
             ]
         )
     body = [
-        _table(
+        Table(
             [
                 "class",
                 "images",
@@ -267,11 +267,13 @@ def _results_section(run_dir: Path, metrics) -> Section:
             ],
             rows,
         ),
-        f"<p>Accuracy {_percent(test['accuracy'])}, macro-F1 {_percent(test['macro_f1'])}, "
-        f"macro ROC-AUC {_percent(test['macro_auroc'])}. Brackets: 95 % bootstrap intervals.</p>",
+        Paragraph(
+            f"Accuracy {_percent(test['accuracy'])}, macro-F1 {_percent(test['macro_f1'])}, "
+            f"macro ROC-AUC {_percent(test['macro_auroc'])}. Brackets: 95 % bootstrap intervals."
+        ),
     ]
     if (run_dir / "confusion_matrix.png").is_file():
-        body.append(_image(run_dir / "confusion_matrix.png"))
+        body.append(Figure.from_file(run_dir / "confusion_matrix.png"))
     return Section("results", "Test results", finding, body)
 
 
@@ -307,9 +309,9 @@ def _calibration_section(run_dir: Path, metrics) -> Section:
         for name, values in (("validation", calibration["val"]), ("test", calibration.get("test")))
         if values
     ]
-    body = [_table(["split", "ECE before", "ECE after", "NLL before", "NLL after"], rows)]
+    body = [Table(["split", "ECE before", "ECE after", "NLL before", "NLL after"], rows)]
     if (run_dir / "reliability.png").is_file():
-        body.append(_image(run_dir / "reliability.png"))
+        body.append(Figure.from_file(run_dir / "reliability.png"))
     return Section("calibration", "Calibration", finding, body)
 
 
@@ -374,7 +376,7 @@ def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> S
         label = (
             f"{caption} — predicted {names[predicted[index]]} ({probabilities[index].max():.2f})"
         )
-        tiles.append(_figure_html(_png_bytes(overlay), f"{test.samples[index].path.name}: {label}"))
+        tiles.append(Figure(_png_bytes(overlay), f"{test.samples[index].path.name}: {label}"))
     if summary is None:
         finding = (
             "Heatmaps show which parts of each image drove the prediction; the dataset has no "
@@ -402,8 +404,8 @@ def _explanations_section(classifier, test: _TestSet, probabilities, extra) -> S
             for name, group, base in groups
         ]
         header = ["images", "count", "share of saliency inside the lungs", "lung area (even map)"]
-        body = [_table(header, rows)]
-    body.append('<div class="gallery">' + "".join(tiles) + "</div>")
+        body = [Table(header, rows)]
+    body.append(Gallery(tiles))
     return Section("explanations", "Where the model looks (Grad-CAM)", finding, body)
 
 
@@ -422,7 +424,7 @@ def _sources_section(test: _TestSet, probabilities, names, extra) -> Section:
                 *(_percent(values["recall"].get(name)) for name in names),
             ]
         )
-    body = [_table(["source", "images", "accuracy", *(f"recall {n}" for n in names)], rows)]
+    body = [Table(["source", "images", "accuracy", *(f"recall {n}" for n in names)], rows)]
     return Section("sources", "Results per source", result["finding"], body)
 
 
@@ -455,8 +457,8 @@ def _probes_section(classifier, test: _TestSet, extra) -> Section:
         for mode, r in results.items()
     ]
     body = [
-        _table(["probe", "images", "accuracy", "chance (majority class)", "flagged"], rows),
-        "<p>" + html.escape(results["lungs_only"]["finding"]) + "</p>",
+        Table(["probe", "images", "accuracy", "chance (majority class)", "flagged"], rows),
+        Paragraph(results["lungs_only"]["finding"]),
     ]
     return Section("probes", "Shortcut probes", results["lungs_removed"]["finding"], body)
 
@@ -532,7 +534,7 @@ def _verdict_section(extra) -> Section:
             "overstates how it does on films from elsewhere."
         )
     extra["verdict"] = {"outside": outside, "evidence": evidence}
-    body = ["<ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in evidence) + "</ul>"]
+    body: list[Block] = [Bullets(evidence)]
     return Section("verdict", "What this model looks at", finding, body)
 
 
@@ -573,7 +575,7 @@ def _external_section(run_dir: Path, metrics, external, workers, extra) -> Secti
     extra["external"] = results
     header = ["set: class", "sensitivity (vs test)", "specificity (vs test)", "PPV (vs test)"]
     finding = " ".join(r["verdict"] for r in results)
-    return Section("external", "External sets", finding, [_table(header, rows)])
+    return Section("external", "External sets", finding, [Table(header, rows)])
 
 
 def _signed_points(difference: float | None) -> str:
@@ -618,9 +620,7 @@ def _roc_section(probabilities, labels, names, extra) -> Section:
         + f". The weakest is {worst}."
     )
     caption = "ROC curves, one class against the rest (test split)"
-    return Section(
-        "roc", "ROC curves per class", finding, [_figure_html(buffer.getvalue(), caption)]
-    )
+    return Section("roc", "ROC curves per class", finding, [Figure(buffer.getvalue(), caption)])
 
 
 def _provenance(run_dir: Path, data, card) -> dict[str, Any]:
@@ -664,86 +664,12 @@ def _leakage_section(test: _TestSet, workers, extra) -> Section:
             ["; ".join(f"{item['path']} ({item['split']})" for item in example["images"])]
             for example in result["examples"]
         ]
-        body.append(_table(["near-duplicates in more than one split"], rows))
+        body.append(Table(["near-duplicates in more than one split"], rows))
     return Section("leakage", "Leakage between splits", result["finding"], body)
 
 
 # --------------------------------------------------------------------------------------------
 # HTML
-
-
-def _render(
-    run_dir: Path,
-    metrics,
-    sections: Sequence[Section],
-    warnings: Sequence[str] = (),
-    provenance: dict[str, Any] | None = None,
-) -> str:
-    title = f"covidcxr report: {metrics['model']} ({run_dir.name})"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        *[f'<p class="notice warning">{html.escape(message)}</p>' for message in warnings],
-        '<p class="notice">A research tool, not a diagnostic device: these results describe '
-        "a model on a dataset, not a patient.</p>",
-        *(
-            [
-                '<p class="provenance">'
-                + " · ".join(
-                    f"{html.escape(k)}: {html.escape(str(v))}" for k, v in provenance.items()
-                )
-                + "</p>"
-            ]
-            if provenance
-            else []
-        ),
-        "<nav>"
-        + " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
-        + "</nav>",
-    ]
-    for section in sections:
-        parts.append(f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>')
-        parts.append(f'<p class="finding">{html.escape(section.finding)}</p>')
-        parts.extend(section.body)
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-    "color:#222}h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em}"
-    ".notice{background:#fff4e5;border-left:4px solid #f0a030;padding:.5em 1em}"
-    ".warning{font-weight:600;border-left-color:#c0392b}"
-    ".finding{font-size:1.05em;background:#eef4fb;border-left:4px solid #4c72b0;padding:.5em 1em}"
-    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;"
-    "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-    ".gallery{display:flex;flex-wrap:wrap;gap:.5em}.gallery figure{width:250px;margin:0}"
-    "figcaption{font-size:.8em}.provenance{font-size:.8em;color:#555}"
-)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(path: Path) -> str:
-    return _figure_html(Path(path).read_bytes(), Path(path).stem.replace("_", " "))
-
-
-def _figure_html(png: bytes, caption: str) -> str:
-    encoded = base64.b64encode(png).decode("ascii")
-    return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:

@@ -105,7 +105,7 @@ def test_report_with_data_has_every_section_and_the_run_numbers(
 def test_the_verdict_reconciles_heatmaps_and_probes() -> None:
     """The demo's contradiction: 22.65 % of the evidence in lungs covering 31 %, no accuracy
     with the lungs blacked out, 96 % falling to 42 % with only the lungs: one conclusion."""
-    from covidcxr.analysis.report import _verdict_section
+    from covidcxr.analysis.report.gather import _verdict_section
 
     chance = {"majority_rate": 1 / 3}
     extra = {
@@ -126,7 +126,7 @@ def test_the_verdict_reconciles_heatmaps_and_probes() -> None:
 
 
 def test_calibration_prose_says_when_no_temperature_was_fitted(tmp_path: Path) -> None:
-    from covidcxr.analysis.report import _calibration_section
+    from covidcxr.analysis.report.gather import _calibration_section
 
     part = {"ece_before": 0.044, "ece_after": 0.044, "nll_before": 0.2, "nll_after": 0.2}
     note = "the validation split does not pin the temperature down: kept T = 1"

@@ -295,26 +295,13 @@ def explain_files(
     Unreadable files are skipped and listed; files are processed in chunks of :data:`CHUNK`.
     """
     from covidcxr.data.overlay import save_overlay
-    from covidcxr.inference.artifact import load_model
+    from covidcxr.inference.artifact import load_classifier
     from covidcxr.inference.predict import find_image_files
     from covidcxr.io import ImageReadError, failure_reason, read_image, read_mask
 
     _cam_class(method)
-    classifier = model if isinstance(model, Classifier) else load_model(model)
-    if not isinstance(classifier, Classifier):
-        raise ValueError(f"{model}: is a lung segmentation model; explain_files needs a classifier")
-    segmenter: Segmenter | None = None
-    if seg_model is not None:
-        loaded = seg_model if isinstance(seg_model, Segmenter) else load_model(seg_model)
-        if not isinstance(loaded, Segmenter):
-            raise ValueError(f"{seg_model}: not a lung segmentation model (seg_model)")
-        segmenter = loaded
+    classifier, segmenter = load_classifier(model, seg_model, instead="explain a classifier")
     lung_focused = classifier.lung_mode != "none"
-    if lung_focused:
-        if segmenter is not None:
-            classifier.use_segmenter(segmenter)
-        # Fails now, with how to fix it, rather than after reading the first chunk.
-        segmenter = classifier.segmenter
     known_masks = {_path_key(image): Path(mask) for image, mask in (masks or {}).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

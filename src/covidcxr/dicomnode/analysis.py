@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from covidcxr.inference.artifact import Classifier, Segmenter, load_model
+from covidcxr.inference.artifact import Classifier, Segmenter, load_classifier
 from covidcxr.inference.ood import UNFAMILIAR
 
 
@@ -60,20 +60,9 @@ class NodeModels:
     model's name or a model folder) or loaded models."""
 
     def __init__(self, model: str | Path | Classifier, seg_model: Any = None) -> None:
-        loaded = model if isinstance(model, Classifier) else load_model(model)
-        if not isinstance(loaded, Classifier):
-            raise ValueError(f"{model}: a lung segmentation model; the node needs a classifier")
-        self.classifier = loaded
-        self.segmenter: Segmenter | None = None
-        if seg_model is not None:
-            segmenter = seg_model if isinstance(seg_model, Segmenter) else load_model(seg_model)
-            if not isinstance(segmenter, Segmenter):
-                raise ValueError(f"{seg_model}: not a lung segmentation model (--seg)")
-            self.segmenter = segmenter
-            if loaded.lung_mode != "none":
-                loaded.use_segmenter(segmenter)
-        elif loaded.lung_mode != "none":
-            self.segmenter = loaded.segmenter  # the one saved with it (or a clear error)
+        self.classifier, self.segmenter = load_classifier(
+            model, seg_model, instead="the node needs a classifier"
+        )
         self.description = _describe(self.classifier, self.segmenter)
 
     def analyse(self, image: np.ndarray) -> Finding:

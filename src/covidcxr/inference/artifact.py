@@ -481,6 +481,41 @@ def load_model(path: str | Path) -> Classifier | Segmenter:
     return kind(network, card, folder)
 
 
+def load_classifier(
+    model: str | Path | Classifier,
+    seg_model: str | Path | Segmenter | None = None,
+    *,
+    instead: str = "name a classifier",
+) -> tuple[Classifier, Segmenter | None]:
+    """A classifier and the lung segmenter that goes with it: what every front door loads.
+
+    ``model`` and ``seg_model`` are what :func:`load_model` takes, or models already loaded. The
+    segmenter is ``seg_model`` when given (and the classifier segments with it when it was
+    trained on the lungs only), else, for such a classifier, the one saved with it; else None.
+    ValueError names the file when ``model`` is a segmenter (``instead`` says what to do) or
+    ``seg_model`` is not one, and when a lung-focused classifier has no segmenter at all."""
+    classifier = model if isinstance(model, Classifier) else load_model(model)
+    if not isinstance(classifier, Classifier):
+        raise ValueError(f"{model}: is a lung segmentation model; {instead}")
+    segmenter = None if seg_model is None else load_segmenter(seg_model)
+    if classifier.lung_mode != "none":
+        if segmenter is not None:
+            classifier.use_segmenter(segmenter)
+        segmenter = classifier.segmenter  # fails now, saying how to fix it
+    return classifier, segmenter
+
+
+def load_segmenter(model: str | Path | Segmenter) -> Segmenter:
+    """A lung segmenter from what :func:`load_model` takes (or one already loaded)."""
+    segmenter = model if isinstance(model, Segmenter) else load_model(model)
+    if not isinstance(segmenter, Segmenter):
+        raise ValueError(
+            f"{model}: is a {segmenter.card.task} model, not a lung segmentation model "
+            "(train one with `covidcxr segment train`)"
+        )
+    return segmenter
+
+
 def _write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=_json_default))
 

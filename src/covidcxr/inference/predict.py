@@ -142,16 +142,14 @@ def predict_files(
         on_rows: called with each chunk's rows as they are predicted.
         warn: called with a message when ``resume`` finds rows that match none of the inputs.
     """
+    from covidcxr.inference.artifact import load_classifier
     from covidcxr.perf import tune_allocator
 
     if out is not None:
         check_output(out, inputs, resume=resume, force=force)
     tune_allocator()
-    classifier = _load_classifier(model, runtime)
-    if seg_model is not None:
-        classifier.use_segmenter(seg_model)
-    if classifier.lung_mode != "none":
-        classifier.segmenter  # noqa: B018  (fail now, before reading thousands of files)
+    # fails now, before reading thousands of files, when a lung-focused model has no segmenter
+    classifier, _ = load_classifier(_load_classifier(model, runtime), seg_model)
     names = classifier.class_names
     if warn is not None:
         for message in classifier.card.warnings():

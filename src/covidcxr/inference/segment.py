@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covidcxr.inference.artifact import load_segmenter
 from covidcxr.io import unique_name
 
 CHUNK = 8
@@ -20,19 +21,6 @@ class SegmentResult:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def load_segmenter(model: Any):
-    """A :class:`covidcxr.inference.artifact.Segmenter` from a path (or one already loaded)."""
-    from covidcxr.inference.artifact import Segmenter, load_model
-
-    segmenter = model if isinstance(model, Segmenter) else load_model(model)
-    if not isinstance(segmenter, Segmenter):
-        raise ValueError(
-            f"{model}: is a {segmenter.card.task} model, not a lung segmentation model "
-            "(train one with `covidcxr segment train`)"
-        )
-    return segmenter
 
 
 def segment_files(

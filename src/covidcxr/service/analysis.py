@@ -44,23 +44,12 @@ class Analyser:
     def __init__(
         self, model: Any, seg_model: Any = None, settings: ServiceSettings | None = None
     ) -> None:
-        from covidcxr.inference.artifact import Classifier, Segmenter, load_model
+        from covidcxr.inference.artifact import load_classifier
 
         settings = settings or ServiceSettings()
-        loaded = model if isinstance(model, Classifier) else load_model(model)
-        if not isinstance(loaded, Classifier):
-            raise ValueError(f"{model}: a lung segmentation model; serve a classifier")
-        self.classifier = loaded
-        self.segmenter: Segmenter | None = None
-        if seg_model is not None:
-            segmenter = seg_model if isinstance(seg_model, Segmenter) else load_model(seg_model)
-            if not isinstance(segmenter, Segmenter):
-                raise ValueError(f"{seg_model}: not a lung segmentation model (--seg)")
-            self.segmenter = segmenter
-            if loaded.lung_mode != "none":
-                loaded.use_segmenter(segmenter)
-        elif loaded.lung_mode != "none":
-            self.segmenter = loaded.segmenter  # the one saved with it (or a clear error)
+        self.classifier, self.segmenter = load_classifier(
+            model, seg_model, instead="serve a classifier"
+        )
         self.max_pixels = settings.max_pixels
         self.lock = threading.Lock()
         # Decoding runs beside the networks, but no more of it than there are cores.

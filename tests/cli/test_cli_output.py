@@ -116,7 +116,7 @@ def test_predict_with_worker_processes_exits_cleanly(tmp_path: Path, real_datase
     folder.mkdir()
     for index, film in enumerate(real_images(real_dataset, 6)):
         (folder / f"{index}{film.suffix}").write_bytes(film.read_bytes())
-    for _ in range(4):
+    for _ in range(2):
         result = run("predict", "seed-cnn-db", str(folder), "--workers", "2", "--quiet")
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", result.stderr

@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dicom,node,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dicom,node,ray,dev]'
 	touch $@
 
 install: $(STAMP)

@@ -138,3 +138,18 @@ def test_serve_checks_its_limits_before_serving(tmp_path: Path) -> None:
         result = runner.invoke(app, ["serve", str(tmp_path / "no-model"), *flags])
         assert result.exit_code == 2, (flags, result.output)
         assert named in result.output and "serving" not in result.output, result.output
+
+
+def test_predict_engine_flags_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    bogus = runner.invoke(app, ["predict", "seed-cnn-db", str(image), "--engine", "spark"])
+    assert bogus.exit_code == 2 and "--engine should be local or ray" in bogus.output
+    no_out = runner.invoke(app, ["predict", "seed-cnn-db", str(image), "--engine", "ray"])
+    assert no_out.exit_code == 2 and "--engine ray needs --out" in no_out.output
+    onnx = runner.invoke(
+        app,
+        ["predict", "seed-cnn-db", str(image), "--engine", "ray", "--out", str(tmp_path / "o"),
+         "--runtime", "onnx"],
+    )  # fmt: skip
+    assert onnx.exit_code == 2 and "leave out --runtime" in onnx.output

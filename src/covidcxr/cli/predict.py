@@ -45,14 +45,48 @@ def predict_command(
         Path | None, typer.Option(help="Lung segmenter for a classifier trained with --lungs.")
     ] = None,
     workers: Workers = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (processes on this machine), or ray (a Ray cluster; --out is then a "
+            "folder of Parquet and CSV tables; pip install 'covidcxr[ray]')."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the cluster (auto, HOST:PORT or ray://HOST:PORT; default "
+            "$RAY_ADDRESS, else a new cluster on this machine)."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="--engine ray: classifier actors, each loading the model once.")
+    ] = 1,
+    num_cpus: Annotated[float, typer.Option(help="--engine ray: CPUs per actor.")] = 1.0,
+    num_gpus: Annotated[
+        float, typer.Option(help="--engine ray: GPUs per actor (0.25: four actors per GPU).")
+    ] = 0.0,
     quiet: Quiet = False,
 ) -> None:
-    """Class probabilities for images (PNG, JPEG, DICOM), streamed over folders of any size;
-    bad files are listed and skipped."""
+    """Class probabilities for images (PNG, JPEG, DICOM), streamed over folders of any size
+    (or, with --engine ray, over a Ray cluster); bad files are listed and skipped."""
     from covidcxr.inference.predict import predict_files
 
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine should be local or ray, got {engine!r}")
     if resume and out is None:
         raise fail("--resume needs --out: the file whose predictions to keep and extend")
+    if engine == "ray":
+        if out is None:
+            raise fail("--engine ray needs --out: the folder for the Parquet and CSV tables")
+        if runtime != "torch":
+            raise fail("--engine ray runs PyTorch models; leave out --runtime")
+        _predict_on_ray(
+            model, inputs, out, resume=resume, force=force, batch_size=batch_size,
+            seg_model=seg_model, address=address, concurrency=concurrency, num_cpus=num_cpus,
+            num_gpus=num_gpus, quiet=quiet,
+        )  # fmt: skip
+        return
 
     def show(rows: list[dict]) -> None:
         for row in rows:
@@ -72,6 +106,30 @@ def predict_command(
     if out is not None:
         already = f" ({result.skipped:,} already there)" if resume else ""
         typer.echo(f"Wrote {plural(result.predicted, 'prediction')} to {result.out}{already}")
+    finish(result.predicted + result.skipped, result.failures)
+
+
+def _predict_on_ray(
+    model: Path, inputs: list[Path], out: Path, *, quiet: bool, **options: object
+) -> None:
+    """``predict --engine ray``: :func:`covidcxr.archive.predict_on_ray` into the folder ``out``."""
+    from covidcxr.archive import RayMissingError, predict_on_ray
+
+    try:
+        with progress_bar("Predicting", quiet) as progress:
+            result = predict_on_ray(
+                model, inputs, out, progress=progress,
+                warn=lambda message: typer.echo(f"warning: {message}", err=True), **options,
+            )  # fmt: skip
+    except RayMissingError as error:
+        raise fail(str(error)) from None
+    except (FileNotFoundError, FileExistsError, ValueError, ConnectionError) as error:
+        raise fail(str(error)) from None
+    already = f" ({result.skipped:,} already there)" if options.get("resume") else ""
+    typer.echo(
+        f"Wrote {plural(result.predicted, 'prediction')} to {out}/predictions.parquet and "
+        f"predictions.csv{already}"
+    )
     finish(result.predicted + result.skipped, result.failures)
 
 

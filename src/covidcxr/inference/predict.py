@@ -149,7 +149,7 @@ def predict_files(
         check_output(out, inputs, resume=resume, force=force)
     tune_allocator()
     # fails now, before reading thousands of files, when a lung-focused model has no segmenter
-    classifier, _ = load_classifier(_load_classifier(model, runtime), seg_model)
+    classifier, _ = load_classifier(load_predictor(model, runtime), seg_model)
     names = classifier.class_names
     if warn is not None:
         for message in classifier.card.warnings():
@@ -159,9 +159,9 @@ def predict_files(
     writer = None
     if out is not None:
         identity = classifier.identity()
-        _check_identity(Path(out), identity, resume, warn)
+        check_identity(Path(out), identity, resume, warn)
         writer = _Writer(Path(out), names, resume, checked)
-        _write_identity(Path(out), identity)
+        write_identity(Path(out), identity)
     result = PredictionResult(out=writer.path if writer else None)
     # Lung focusing needs each image at full resolution, so fewer of them travel at once.
     lungs = classifier.lung_mode != "none"
@@ -190,7 +190,7 @@ def predict_files(
                 failed = [(path, error) for path, (_, error) in pairs if error is not None]
                 result.failures.extend(failed)
                 unreadable += len(failed)
-                rows = _predict_rows(classifier, good, names, batch_size)
+                rows = predict_rows(classifier, good, names, batch_size)
                 result.predicted += len(rows)
                 if writer is not None:
                     writer.write(rows)
@@ -243,7 +243,7 @@ def identity_path(out: str | Path) -> Path:
     return out.with_name(out.name + MODEL_SUFFIX)
 
 
-def _check_identity(
+def check_identity(
     out: Path, identity: dict[str, Any], resume: bool, warn: Callable[[str], None] | None
 ) -> None:
     if not (resume and out.is_file()):
@@ -272,14 +272,14 @@ def _check_identity(
         )
 
 
-def _write_identity(out: Path, identity: dict[str, Any]) -> None:
+def write_identity(out: Path, identity: dict[str, Any]) -> None:
     write_text(identity_path(out), json.dumps(identity, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
 
 
-def _load_classifier(model: Any, runtime: str) -> Any:
+def load_predictor(model: Any, runtime: str) -> Any:
     from covidcxr.inference.artifact import Classifier, load_model
 
     if runtime not in RUNTIMES:
@@ -297,6 +297,14 @@ def _load_classifier(model: Any, runtime: str) -> Any:
             f"{model}: is a lung segmentation model; use `covidcxr segment predict` for masks"
         )
     return loaded
+
+
+def prediction_columns(class_names: Sequence[str], checked: bool) -> list[str]:
+    """The columns of a predictions table, in order: ``path``, ``predicted``, ``confidence``,
+    ``p_<class>`` per class, and with an out-of-distribution reference (``checked``)
+    ``ood_score`` and ``unfamiliar``. Every engine writes these."""
+    columns = ["path", "predicted", "confidence", *[f"p_{name}" for name in class_names]]
+    return columns + (["ood_score", "unfamiliar"] if checked else [])
 
 
 def _pending_files(
@@ -332,13 +340,13 @@ def _decode_ahead(
     chunks = iter(lambda: list(islice(files, chunk_size)), [])
     if count <= 1:
         for chunk in chunks:
-            yield chunk, [_read_resized((path, size)) for path in chunk]
+            yield chunk, [read_resized((path, size)) for path in chunk]
         return
     executor = process_pool(count)
 
     def submit(chunk: list[Path]) -> Any:
         jobs = [(path, size) for path in chunk]
-        return executor.map(_read_resized, jobs, chunksize=max(1, len(chunk) // (4 * count)))
+        return executor.map(read_resized, jobs, chunksize=max(1, len(chunk) // (4 * count)))
 
     try:
         current = next(chunks, None)
@@ -356,7 +364,7 @@ def _decode_ahead(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _predict_rows(
+def predict_rows(
     classifier: Any, good: list[tuple[Path, np.ndarray]], names: list[str], batch_size: int
 ) -> list[dict[str, Any]]:
     import torch
@@ -385,7 +393,7 @@ def _predict_rows(
     return rows
 
 
-def _read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str | None]:
+def read_resized(job: tuple[Path, int | None]) -> tuple[np.ndarray | None, str | None]:
     """uint8 (size, size) of one file (or the float image itself when size is None), or the
     reason it could not be read."""
     from covidcxr.data.transforms import resize_image
@@ -413,9 +421,7 @@ class _Writer:
         self.format = OUTPUT_FORMATS[path.suffix.lower()]
         self.path = path
         self.class_names = class_names
-        self.columns = ["path", "predicted", "confidence", *[f"p_{n}" for n in class_names]]
-        if checked:  # the model has an out-of-distribution reference
-            self.columns += ["ood_score", "unfamiliar"]
+        self.columns = prediction_columns(class_names, checked)
         self.done: set[str] = set()
         self.rows_written = 0
         path.parent.mkdir(parents=True, exist_ok=True)

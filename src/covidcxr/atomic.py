@@ -37,7 +37,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     os.close(descriptor)
     partial = Path(name)
     try:
-        os.chmod(partial, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+        os.chmod(partial, 0o666 & ~_UMASK)  # mkstemp makes it private (0600)
         yield partial
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -47,10 +47,15 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, and setting it while other
+    # threads create files (the service, the DICOM node) would give those files wrong modes.
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_text(path: str | Path, text: str) -> Path:

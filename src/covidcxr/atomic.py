@@ -48,8 +48,15 @@ def replacing(path: str | Path) -> Iterator[Path]:
 
 
 def _read_umask() -> int:
-    # Read once, at import: os.umask can only be read by setting it, and setting it while other
-    # threads create files (the service, the DICOM node) would give those files wrong modes.
+    """The process's umask, read once at import. Linux shows it in /proc/self/status; elsewhere
+    it can only be read by setting it, and setting it while another thread creates a file
+    would give that file the wrong mode, hence once, at import."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

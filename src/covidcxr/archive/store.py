@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from covidcxr.inference.predict import prediction_columns
+from covidcxr.inference.predict import TEXT_OPTIONS, prediction_columns
 
 PREDICTIONS = "predictions.parquet"
 FAILURES = "failures.parquet"
@@ -198,12 +198,8 @@ def _write_csv(path: Path, table: Any) -> None:
     full), replaced whole."""
     from covidcxr.atomic import replacing
 
-    with replacing(path) as partial, partial.open("w", **_TEXT) as handle:
+    with replacing(path) as partial, partial.open("w", **TEXT_OPTIONS) as handle:
         writer = csv.DictWriter(handle, fieldnames=table.schema.names)
         writer.writeheader()
         for batch in table.to_batches(max_chunksize=PART_ROWS):
             writer.writerows(batch.to_pylist())
-
-
-# As the local engine's text files: UTF-8, file names that are not UTF-8 kept as they are.
-_TEXT: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}

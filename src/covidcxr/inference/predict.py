@@ -427,11 +427,11 @@ class _Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         keep = self._read_existing() if resume and path.is_file() else None
         if keep is not None:
-            self.handle: TextIO = path.open("r+", **_TEXT)
+            self.handle: TextIO = path.open("r+", **TEXT_OPTIONS)
             self.handle.seek(keep)
             self.handle.truncate()
         else:
-            self.handle = path.open("w", **_TEXT)
+            self.handle = path.open("w", **TEXT_OPTIONS)
             self.handle.write(self._head())
         self._flush()
 
@@ -462,7 +462,7 @@ class _Writer:
         sidecar = self.path.with_name(self.path.name + ".failures.csv")
         if self.format != "json":
             if listed:
-                with sidecar.open("w", **_TEXT) as handle:
+                with sidecar.open("w", **TEXT_OPTIONS) as handle:
                     writer = csv.DictWriter(handle, fieldnames=["path", "reason"])
                     writer.writeheader()
                     writer.writerows(listed)
@@ -548,7 +548,9 @@ class _Writer:
 
 
 # Text files of predictions: UTF-8, and file names that are not UTF-8 kept as they are.
-_TEXT: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+#: How every engine opens its text outputs: UTF-8, file names that are not UTF-8 kept byte for
+#: byte (surrogateescape), newlines as the csv module writes them.
+TEXT_OPTIONS: dict[str, Any] = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
 
 
 def _json_head(class_names: list[str]) -> str:

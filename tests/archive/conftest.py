@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,21 @@ import pytest
 from archive.ray_helpers import ray_or_skip
 
 START_TIMEOUT = 60.0
+THREADS_TIMEOUT = 20.0
+"""Seconds the threads the Ray driver leaves behind get to end after these tests."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_driver_threads_left() -> Iterator[None]:
+    """Threads that Ray (its Data usage reporter and the like) starts in the test process may
+    outlive ``ray.shutdown``; the tests that run after these must not share the process with
+    them (CPython 3.11 corrupts ``ast.parse`` when two threads build ASTs at once: ONNX export
+    once failed with "AST constructor recursion depth mismatch"). Join them here."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREADS_TIMEOUT
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture(scope="session")

@@ -194,6 +194,20 @@ def test_resume_survives_odd_file_names(model: Path, real_dataset: Path, tmp_pat
     assert (resumed.skipped, resumed.predicted) == (3, 2)  # new\nline is fourth in sorted order
 
 
+def test_resume_refuses_a_csv_broken_before_its_end(model, archive, tmp_path) -> None:
+    """A malformed record in the middle (a hand edit, another program) is refused and the file
+    kept; only a record cut off at the very end is dropped and predicted again."""
+    out = tmp_path / "p.csv"
+    predict_files(model, [archive], out, workers=0)
+    lines = out.read_bytes().split(b"\r\n")
+    lines[3] = b'"' + lines[3].replace(b",", b'"x,', 1)  # text after a closing quote
+    broken = b"\r\n".join(lines)
+    out.write_bytes(broken)
+    with pytest.raises(ValueError, match=r"p\.csv: not a CSV file this program wrote \(line 4"):
+        predict_files(model, [archive], out, workers=0, resume=True)
+    assert out.read_bytes() == broken
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_a_file_cut_inside_its_header_starts_over(model, archive, tmp_path, suffix) -> None:
     out = tmp_path / f"p{suffix}"

@@ -498,23 +498,43 @@ class _Writer:
         return self._read_lines(data, len(head))
 
     def _read_csv(self, data: bytes, start: int) -> int:
-        """Rows after the header up to the last complete record. A record ends at a newline
-        outside quotes (a quoted path may itself hold a newline)."""
-        keep = offset = start
-        quoted = False
-        for line in data[start:].splitlines(keepends=True):
-            offset += len(line)
-            quoted ^= line.count(b'"') % 2 == 1
-            if not quoted and line.endswith(b"\n"):
-                keep = offset
-        text = data[start:keep].decode("utf-8", "surrogateescape")
-        for row in csv.reader(io.StringIO(text, newline="")):
+        """Rows after the header up to the last complete record (the csv module parses them:
+        a quoted path may hold a newline). A record is complete when its line ending was
+        written; one cut off inside its quotes ends the file for the reader."""
+        ends: list[int] = []  # the offset after each line handed to the reader
+        every_line = data[start:].splitlines(keepends=True)
+
+        def lines() -> Iterator[str]:
+            offset = start
+            for line in every_line:
+                offset += len(line)
+                ends.append(offset)
+                # Lines break at ASCII newlines, never inside a UTF-8 sequence.
+                yield line.decode("utf-8", "surrogateescape")
+
+        keep = start
+        reader = csv.reader(lines(), strict=True)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                if len(ends) == len(every_line):
+                    break  # the data ended inside a quoted field: a cut-off record
+                raise ValueError(
+                    f"{self.path}: not a CSV file this program wrote (line {reader.line_num + 1}: "
+                    f"{error}); write to a new file instead of resuming"
+                ) from None
+            if not data[: ends[-1]].endswith(b"\n"):
+                break  # the last record, cut off before its line ending
             if len(row) != len(self.columns):
                 raise ValueError(
                     f"{self.path}: a row with {len(row)} columns where this model writes "
                     f"{len(self.columns)}; write to a new file instead of resuming"
                 )
             self.done.add(row[0])
+            keep = ends[-1]
         return keep
 
     def _read_lines(self, data: bytes, start: int) -> int:

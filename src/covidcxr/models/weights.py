@@ -11,6 +11,13 @@ Three sources:
 
 Every file is checked tensor by tensor before loading; a file that does not fit raises
 ValueError naming the file and what was expected vs found.
+
+Why not timm's pretrained configs with a local file (``pretrained_cfg_overlay=dict(file=...)``):
+timm loads such a file non-strictly, so a file that fits nothing (the offline package's own,
+differently named tensors, or another network's) only logs "Unexpected keys ... may be expected"
+and leaves a random trunk; its torchvision-ported VGG16 / DenseNet configs come from a second
+download cache beside torch.hub's; and the offline package's file needs loading by position
+anyway. torchvision's weight enums give the URL and its hash; the checks are ours.
 """
 
 from __future__ import annotations

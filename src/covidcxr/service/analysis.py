@@ -11,14 +11,15 @@ import io
 import os
 import threading
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from covidcxr.inference.artifact import NOTICE
 from covidcxr.inference.ood import UNFAMILIAR
 from covidcxr.service.budget import MemoryBudget, declared_pixels, return_freed_memory
+from covidcxr.service.schemas import Prediction, model_info
 from covidcxr.service.settings import DECODED_BYTES_PER_PIXEL, ServiceSettings
 from covidcxr.service.uploads import UploadError
 
@@ -72,19 +73,16 @@ class Analyser:
                 self.segmenter.predict_masks([image])
         return_freed_memory()
 
-    def card(self) -> dict[str, Any]:
-        card = asdict(self.classifier.card)
-        card["segmenter"] = (
-            None
-            if self.segmenter is None
-            else self.segmenter.card.name or (self.segmenter.card.model)
+    def card(self) -> BaseModel:
+        """``GET /model``'s answer (:data:`~covidcxr.service.schemas.ModelInfo`)."""
+        segmenter = None if self.segmenter is None else self.segmenter.card
+        return model_info(
+            self.classifier.card, None if segmenter is None else segmenter.name or segmenter.model
         )
-        card["warnings"] = self.classifier.card.warnings()
-        return card
 
     def analyse(
         self, data: bytes, heatmap: bool, lungs: bool, deadline: float | None = None
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         """Everything ``POST /predict`` returns for one file's bytes. ``deadline`` is a
         ``time.monotonic()`` after which the work stops at the next stage (UploadError 504).
 
@@ -118,7 +116,7 @@ class Analyser:
         lungs: bool,
         deadline: float | None,
         started: float,
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         from covidcxr.io import ImageReadError, load_image_bytes
 
         if not self.decoding.acquire(timeout=_wait_time(deadline)):
@@ -208,7 +206,7 @@ class Analyser:
 
             result["lung_fraction"] = lung_saliency_fraction(saliency, mask)
         result["elapsed_ms"] = round(1000 * (time.perf_counter() - started), 1)
-        return result
+        return Prediction(**result)
 
 
 def _remaining(deadline: float | None) -> float:

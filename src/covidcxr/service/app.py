@@ -2,6 +2,8 @@
 
 Endpoints:
 
+Every answer's body is a pydantic model of :mod:`covidcxr.service.schemas`.
+
 * ``POST /predict`` — one X-ray (PNG, JPEG or DICOM; a multipart form field ``file`` or the raw
   body) → class probabilities, the predicted class, its (calibrated) confidence, and with
   ``?heatmap=true`` / ``?lungs=true`` a Grad-CAM overlay and a lung mask as base64 PNGs;
@@ -34,6 +36,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -45,6 +48,7 @@ from covidcxr.service.analysis import (
     Analyser,
     too_slow,
 )
+from covidcxr.service.schemas import Health, ModelInfo, Prediction
 from covidcxr.service.security import SecurityHeaders, headers_for, policy_for_page
 from covidcxr.service.server import LOGGER
 from covidcxr.service.settings import ServiceSettings
@@ -187,18 +191,23 @@ def create_app(
     async def favicon() -> Response:
         return Response(status_code=204)  # browsers ask; an empty answer keeps logs quiet
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
         """Liveness: the service is up and which model it serves."""
         card = analyser.classifier.card
-        return {"status": "ok", "model": card.name or card.model, "version": __version__}
+        return Health(status="ok", model=card.name or card.model, version=__version__)
 
-    @app.get("/model")
-    async def model_card() -> dict[str, Any]:
+    @app.get("/model", response_model=ModelInfo)
+    async def model_card() -> BaseModel:
         """The model card: classes, input size, preprocessing, temperature, test metrics."""
         return analyser.card()
 
-    @app.post("/predict", openapi_extra=OPENAPI_UPLOAD, responses=PREDICT_REFUSALS)
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        openapi_extra=OPENAPI_UPLOAD,
+        responses=PREDICT_REFUSALS,
+    )
     async def predict(
         request: Request,
         heatmap: bool = Query(

@@ -104,14 +104,14 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
                 config.batch_size,
                 progress_factory(f"Backbone features ({name})"),
             )
-        train_set = FeatureDataset(features["train"], data.splits["train"].labels)
-        val_set = FeatureDataset(features["val"], data.splits["val"].labels)
+        train, val = data.splits["train"], data.splits["val"]
+        train_set = FeatureDataset(features["train"], train.labels, train.samples)
+        val_set = FeatureDataset(features["val"], val.labels, val.samples)
     else:
+        train, val = data.splits["train"], data.splits["val"]
         transform = augmentation(config.augmentation) if config.augment else None
-        train_set = TensorImageDataset(
-            data.splits["train"].images, data.splits["train"].labels, transform
-        )
-        val_set = TensorImageDataset(data.splits["val"].images, data.splits["val"].labels)
+        train_set = TensorImageDataset(train.images, train.labels, transform, train.samples)
+        val_set = TensorImageDataset(val.images, val.labels, samples=val.samples)
     weights = None
     if config.balance == "sampler":
         weights = sample_weights(data.splits["train"].labels, len(data.class_names))

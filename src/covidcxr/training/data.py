@@ -7,9 +7,10 @@ as uint8 ``(N, 1, H, W)``: 21,165 images at 100×100 take 212 MB, at 224×224 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,7 +189,9 @@ def prepare_data(
 
 class TensorImageDataset(Dataset):
     """Items ``{"image": uint8 (1, H, W), "label": int64, "index": int}`` from in-memory
-    tensors, with an optional transform on the image (augmentation).
+    tensors, with an optional transform on the image (augmentation); with ``samples`` (the
+    split's :class:`~covidcxr.data.sample.Sample` list, in the same order) each item also
+    carries its ``path``, ``group`` and ``source`` (``""`` when unknown).
 
     An index may come as ``(index, seed)`` (from :class:`EpochShuffleSampler`): the transform's
     randomness is then drawn from that seed alone, whatever ran before — batches prefetched
@@ -199,13 +202,15 @@ class TensorImageDataset(Dataset):
         images: torch.Tensor,
         labels: torch.Tensor,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        samples: Sequence[Sample] | None = None,
     ) -> None:
         self.images, self.labels, self.transform = images, labels, transform
+        self.identities = identities_of(samples, len(labels))
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         image = self.images[index]
         if self.transform is not None:
@@ -215,37 +220,80 @@ class TensorImageDataset(Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     image = self.transform(image)
-        return {"image": image, "label": self.labels[index], "index": index}
+        item = {"image": image, "label": self.labels[index], "index": index}
+        return _with_identity(item, self.identities, index)
 
-    def __getitems__(self, keys: list) -> dict[str, torch.Tensor]:
+    def __getitems__(self, keys: list) -> dict[str, Any]:
         """A whole batch at once (the DataLoader calls this instead of ``__getitem__``): one
         indexing operation instead of a Python loop and a collate per image."""
         if self.transform is not None:
             return default_collate([self[key] for key in keys])
-        return _gather(self.images, self.labels, keys)
+        return _gather(self.images, self.labels, keys, self.identities)
 
 
 class FeatureDataset(Dataset):
     """Items ``{"image": float (D,), "label": int64, "index": int}`` of cached trunk features
-    (the key stays ``image``: it is the network's input)."""
+    (the key stays ``image``: it is the network's input); ``path``, ``group`` and ``source``
+    too with ``samples``, as :class:`TensorImageDataset`."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        samples: Sequence[Sample] | None = None,
+    ) -> None:
         self.features, self.labels = features, labels
+        self.identities = identities_of(samples, len(labels))
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index = key[0] if isinstance(key, tuple) else key
-        return {"image": self.features[index], "label": self.labels[index], "index": index}
+        item = {"image": self.features[index], "label": self.labels[index], "index": index}
+        return _with_identity(item, self.identities, index)
 
-    def __getitems__(self, keys: list) -> dict[str, torch.Tensor]:
-        return _gather(self.features, self.labels, keys)
+    def __getitems__(self, keys: list) -> dict[str, Any]:
+        return _gather(self.features, self.labels, keys, self.identities)
 
 
-def _gather(inputs: torch.Tensor, labels: torch.Tensor, keys: list) -> dict[str, torch.Tensor]:
+#: What an item says about the image it came from, besides its pixels and label.
+IDENTITY_KEYS = ("path", "group", "source")
+
+
+def identities_of(samples: Sequence[Sample] | None, count: int) -> dict[str, list[str]] | None:
+    """:data:`IDENTITY_KEYS` of ``count`` images from their samples (None without samples)."""
+    if samples is None:
+        return None
+    if len(samples) != count:
+        raise ValueError(f"{len(samples)} samples for {count} images: they must match one for one")
+    return {
+        "path": [str(sample.path) for sample in samples],
+        "group": [sample.group or "" for sample in samples],
+        "source": [sample.source or "" for sample in samples],
+    }
+
+
+def _with_identity(
+    item: dict[str, Any], identities: dict[str, list[str]] | None, index: int
+) -> dict[str, Any]:
+    """``item`` (one image) with its ``path``, ``group`` and ``source``."""
+    if identities is not None:
+        item.update({key: identities[key][index] for key in IDENTITY_KEYS})
+    return item
+
+
+def _gather(
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    keys: list,
+    identities: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     index = torch.tensor([key[0] if isinstance(key, tuple) else key for key in keys])
-    return {"image": inputs[index], "label": labels[index], "index": index}
+    batch: dict[str, Any] = {"image": inputs[index], "label": labels[index], "index": index}
+    if identities is not None:  # lists of strings, as default_collate gives them
+        batch.update({key: [identities[key][i] for i in index.tolist()] for key in IDENTITY_KEYS})
+    return batch
 
 
 def batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

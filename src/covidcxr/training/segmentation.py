@@ -7,6 +7,7 @@ one sigmoid channel). ``val_loss`` drives early stopping and checkpoints, as for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -15,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from covidcxr.data.sample import Sample
 from covidcxr.inference.batched import normalise, predict_probabilities
+from covidcxr.training.data import IDENTITY_KEYS, identities_of
 from covidcxr.training.module import reduce_totals
 from covidcxr.wording import plural
 
@@ -92,9 +95,10 @@ def hard_dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationDataset(Dataset):
-    """Batches ``{"image": uint8 (B, 1, H, W), "mask": uint8 (B, 1, H, W), "index"}``; with
-    ``flip`` a random half of each batch is mirrored left-right (image and mask together), and
-    with ``augment`` each image is also warped and re-exposed (:func:`augment_pairs`)."""
+    """Batches ``{"image": uint8 (B, 1, H, W), "mask": uint8 (B, 1, H, W), "index"}`` (with
+    ``samples``, the images' ``path``, ``group`` and ``source`` too); with ``flip`` a random
+    half of each batch is mirrored left-right (image and mask together), and with ``augment``
+    each image is also warped and re-exposed (:func:`augment_pairs`)."""
 
     def __init__(
         self,
@@ -102,17 +106,19 @@ class SegmentationDataset(Dataset):
         masks: torch.Tensor,
         flip: bool = False,
         augment: bool = False,
+        samples: Sequence[Sample] | None = None,
     ) -> None:
         self.images, self.masks, self.flip, self.augment = images, masks, flip, augment
+        self.identities = identities_of(samples, len(images))
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         batch = self.__getitems__([key])
         return {name: value[0] for name, value in batch.items()}
 
-    def __getitems__(self, keys: list) -> dict[str, torch.Tensor]:
+    def __getitems__(self, keys: list) -> dict[str, Any]:
         pairs = [key if isinstance(key, tuple) else (key, None) for key in keys]
         index = torch.tensor([i for i, _ in pairs])
         images, masks = self.images[index], self.masks[index]
@@ -123,7 +129,12 @@ class SegmentationDataset(Dataset):
             masks = torch.where(flips.view(-1, 1, 1, 1), masks.flip(-1), masks)
         if self.augment:
             images, masks = augment_pairs(images, masks, [seed or 0 for _, seed in pairs])
-        return {"image": images, "mask": masks, "index": index}
+        batch: dict[str, Any] = {"image": images, "mask": masks, "index": index}
+        if self.identities is not None:
+            batch.update(
+                {key: [self.identities[key][i] for i, _ in pairs] for key in IDENTITY_KEYS}
+            )
+        return batch
 
 
 # Ranges of augment_pairs. The database's lung masks are all paediatric films (Viral
@@ -241,12 +252,20 @@ def setup_segmentation(config, spec, run_dir, progress_factory, log):
     loaders = (
         DataLoader(
             SegmentationDataset(
-                train.images, train.masks, flip=config.augment, augment=config.augment
+                train.images,
+                train.masks,
+                flip=config.augment,
+                augment=config.augment,
+                samples=train.samples,
             ),
             sampler=EpochShuffleSampler(len(train), config.seed),
             **common,
         ),
-        DataLoader(SegmentationDataset(val.images, val.masks), shuffle=False, **common),
+        DataLoader(
+            SegmentationDataset(val.images, val.masks, samples=val.samples),
+            shuffle=False,
+            **common,
+        ),
     )
 
     def finish(rows: list[dict[str, float]]) -> dict[str, Any]:

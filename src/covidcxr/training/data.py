@@ -205,7 +205,7 @@ class TensorImageDataset(Dataset):
         samples: Sequence[Sample] | None = None,
     ) -> None:
         self.images, self.labels, self.transform = images, labels, transform
-        self.identities = identities_of(samples, len(labels))
+        self.samples = checked_samples(samples, len(labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -221,14 +221,14 @@ class TensorImageDataset(Dataset):
                     torch.manual_seed(seed)
                     image = self.transform(image)
         item = {"image": image, "label": self.labels[index], "index": index}
-        return _with_identity(item, self.identities, index)
+        return item if self.samples is None else item | identity_of(self.samples[index])
 
     def __getitems__(self, keys: list) -> dict[str, Any]:
         """A whole batch at once (the DataLoader calls this instead of ``__getitem__``): one
         indexing operation instead of a Python loop and a collate per image."""
         if self.transform is not None:
             return default_collate([self[key] for key in keys])
-        return _gather(self.images, self.labels, keys, self.identities)
+        return _gather(self.images, self.labels, keys, self.samples)
 
 
 class FeatureDataset(Dataset):
@@ -243,7 +243,7 @@ class FeatureDataset(Dataset):
         samples: Sequence[Sample] | None = None,
     ) -> None:
         self.features, self.labels = features, labels
-        self.identities = identities_of(samples, len(labels))
+        self.samples = checked_samples(samples, len(labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -251,49 +251,41 @@ class FeatureDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index = key[0] if isinstance(key, tuple) else key
         item = {"image": self.features[index], "label": self.labels[index], "index": index}
-        return _with_identity(item, self.identities, index)
+        return item if self.samples is None else item | identity_of(self.samples[index])
 
     def __getitems__(self, keys: list) -> dict[str, Any]:
-        return _gather(self.features, self.labels, keys, self.identities)
+        return _gather(self.features, self.labels, keys, self.samples)
 
 
-#: What an item says about the image it came from, besides its pixels and label.
-IDENTITY_KEYS = ("path", "group", "source")
+def identity_of(sample: Sample) -> dict[str, str]:
+    """What an item says about the image it came from, besides its pixels and label (``""``
+    when unknown, so that batches collate)."""
+    return {"path": str(sample.path), "group": sample.group or "", "source": sample.source or ""}
 
 
-def identities_of(samples: Sequence[Sample] | None, count: int) -> dict[str, list[str]] | None:
-    """:data:`IDENTITY_KEYS` of ``count`` images from their samples (None without samples)."""
+def batch_identity(samples: Sequence[Sample] | None, indices: Sequence[int]) -> dict[str, Any]:
+    """:func:`identity_of` the samples at ``indices``, as lists (``{}`` without samples)."""
     if samples is None:
-        return None
-    if len(samples) != count:
+        return {}
+    return default_collate([identity_of(samples[index]) for index in indices])
+
+
+def checked_samples(samples: Sequence[Sample] | None, count: int) -> Sequence[Sample] | None:
+    """``samples``, refused unless there is one per image."""
+    if samples is not None and len(samples) != count:
         raise ValueError(f"{len(samples)} samples for {count} images: they must match one for one")
-    return {
-        "path": [str(sample.path) for sample in samples],
-        "group": [sample.group or "" for sample in samples],
-        "source": [sample.source or "" for sample in samples],
-    }
-
-
-def _with_identity(
-    item: dict[str, Any], identities: dict[str, list[str]] | None, index: int
-) -> dict[str, Any]:
-    """``item`` (one image) with its ``path``, ``group`` and ``source``."""
-    if identities is not None:
-        item.update({key: identities[key][index] for key in IDENTITY_KEYS})
-    return item
+    return samples
 
 
 def _gather(
     inputs: torch.Tensor,
     labels: torch.Tensor,
     keys: list,
-    identities: dict[str, list[str]] | None = None,
+    samples: Sequence[Sample] | None = None,
 ) -> dict[str, Any]:
     index = torch.tensor([key[0] if isinstance(key, tuple) else key for key in keys])
-    batch: dict[str, Any] = {"image": inputs[index], "label": labels[index], "index": index}
-    if identities is not None:  # lists of strings, as default_collate gives them
-        batch.update({key: [identities[key][i] for i in index.tolist()] for key in IDENTITY_KEYS})
-    return batch
+    batch = {"image": inputs[index], "label": labels[index], "index": index}
+    return batch | batch_identity(samples, index.tolist())
 
 
 def batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from covidcxr.data.sample import Sample
 from covidcxr.inference.batched import normalise, predict_probabilities
-from covidcxr.training.data import IDENTITY_KEYS, identities_of
+from covidcxr.training.data import batch_identity, checked_samples
 from covidcxr.training.module import reduce_totals
 from covidcxr.wording import plural
 
@@ -109,7 +109,7 @@ class SegmentationDataset(Dataset):
         samples: Sequence[Sample] | None = None,
     ) -> None:
         self.images, self.masks, self.flip, self.augment = images, masks, flip, augment
-        self.identities = identities_of(samples, len(images))
+        self.samples = checked_samples(samples, len(images))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -129,12 +129,8 @@ class SegmentationDataset(Dataset):
             masks = torch.where(flips.view(-1, 1, 1, 1), masks.flip(-1), masks)
         if self.augment:
             images, masks = augment_pairs(images, masks, [seed or 0 for _, seed in pairs])
-        batch: dict[str, Any] = {"image": images, "mask": masks, "index": index}
-        if self.identities is not None:
-            batch.update(
-                {key: [self.identities[key][i] for i, _ in pairs] for key in IDENTITY_KEYS}
-            )
-        return batch
+        batch = {"image": images, "mask": masks, "index": index}
+        return batch | batch_identity(self.samples, index.tolist())
 
 
 # Ranges of augment_pairs. The database's lung masks are all paediatric films (Viral
